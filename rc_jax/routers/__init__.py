@@ -15,4 +15,7 @@ from rc_jax.routers.depth import depth_attention, rms_normalise
 from rc_jax.routers.graph import gat_logits, graph_attention
 from rc_jax.routers.hops import UNREACHABLE, hops_from_adjacency
 from rc_jax.routers.routing import Routing, masked_softmax, row_normalise
+from rc_jax.routers.rwkv import rwkv_mixer
+from rc_jax.routers.scan import linear_recurrence
 from rc_jax.routers.scores import apply_rope, content_logits, cosine_logits, distance_logits, dot_logits
+from rc_jax.routers.ssm import implicit_kernel, init_ssm_params, selective_ssm
