@@ -1,0 +1,144 @@
+"""Sweep configs: the shared schema, presets, validation and the run grid.
+
+A config (`ml_collections.ConfigDict`) has these sections:
+
+  router      "attention" | "graph" | "ssm" | "rwkv" | "depth"
+  model       width, depth, n_heads, mlp_ratio, score, positions, state_size, expand, selective,
+              ssm_backend, max_hops
+  task        name (+ its sizes and options), seed (fixes the task and the probe batch)
+  train       steps, chunk_steps (checkpoint interval), log_every, b1, b2, weight_decay, grad_clip,
+              warmup_steps
+  sweep       seeds, brakes, learning_rates: the grid, flattened to one run axis
+  execution   mode ("vmap" | "map" | "sequential"), chunk (runs per vmapped group for "map")
+  metrics     sink_eps, hub_factor, onset_metric, onset_threshold, onset_layer_reduce
+  checkpoint  max_to_keep
+
+`configs/<router>.py` files call `base_config(router, preset)` and adjust it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import ml_collections
+import numpy as np
+
+from rc_jax import tasks
+from rc_jax.problem import ROUTERS
+
+PRESETS = ("tiny", "cpu", "paper")
+EXECUTION_MODES = ("vmap", "map", "sequential")
+SCORES = ("dot", "distance", "cosine", "gat")
+POSITIONS = ("learned", "rope", "none")
+LAYER_REDUCTIONS = ("max", "mean")
+GRAPH_TASKS = ("sbm",)
+
+
+def base_config(router: str, preset: str) -> ml_collections.ConfigDict:
+  """Defaults shared by every router; `preset` sets the sizes."""
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
+  c = ml_collections.ConfigDict()
+  c.router = router
+  c.model = dict(width=32, depth=2, n_heads=4, mlp_ratio=4, score="dot", positions="learned",
+                 state_size=8, expand=2, selective=True, ssm_backend="scan", max_hops=2)
+  c.task = dict(name="bigram_backcopy", vocab_size=32, seq_len=32, batch_size=16,
+                probe_batch_size=8, seed=0, path="", options=dict(n_triggers=3))
+  c.train = dict(steps=2000, chunk_steps=500, log_every=50, b1=0.9, b2=0.98, weight_decay=0.0,
+                 grad_clip=1.0, warmup_steps=0)
+  c.sweep = dict(seeds=(0, 1), brakes=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+                 learning_rates=(3e-3,))
+  c.execution = dict(mode="vmap", chunk=8)
+  # onset: alpha_0 (max over layers) above 0.2, ~1.6x its uniform-routing value at T=32 (0.127)
+  c.metrics = dict(sink_eps=0.3, hub_factor=2.0, onset_metric="sink_mass",
+                   onset_threshold=0.2, onset_layer_reduce="max")
+  c.checkpoint = dict(max_to_keep=2)
+  if preset == "tiny":
+    c.model.update(width=16, depth=2, n_heads=2, state_size=4)
+    c.task.update(vocab_size=16, seq_len=16, batch_size=4, probe_batch_size=2)
+    c.train.update(steps=8, chunk_steps=4, log_every=2)
+    c.sweep.update(seeds=(0, 1), brakes=(0.0, 0.5), learning_rates=(3e-3,))
+  elif preset == "paper":
+    c.model.update(width=128, depth=4, n_heads=8, state_size=16)
+    c.task.update(vocab_size=256, seq_len=128, batch_size=64, probe_batch_size=16)
+    c.train.update(steps=20000, chunk_steps=2000, log_every=200, warmup_steps=200)
+    c.sweep.update(seeds=(0, 1, 2, 3), brakes=tuple(np.round(np.geomspace(1e-3, 2.0, 15), 4)) + (0.0,),
+                   learning_rates=(1e-3, 3e-3))
+  return c
+
+
+def _fail(key: str, message: str):
+  raise ValueError(f"config.{key}: {message}")
+
+
+def _check_choice(config, key: str, choices) -> None:
+  section, name = key.split(".") if "." in key else (None, key)
+  value = config[section][name] if section else config[name]
+  if value not in choices:
+    _fail(key, f"{value!r} is not one of {tuple(choices)}")
+
+
+def _check_positive_ints(section, prefix: str, names) -> None:
+  for name in names:
+    value = section[name]
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+      _fail(f"{prefix}.{name}", f"must be an integer >= 1, got {value!r}")
+
+
+def _check_numbers(key: str, values, low: float, *, strict: bool = False) -> tuple[float, ...]:
+  try:
+    values = tuple(float(v) for v in values)
+  except (TypeError, ValueError):
+    _fail(key, f"must be a sequence of numbers, got {values!r}")
+  if not values:
+    _fail(key, "must not be empty")
+  for v in values:
+    if not math.isfinite(v) or v < low or (strict and v == low):
+      _fail(key, f"every value must be finite and {'>' if strict else '>='} {low}, got {v!r}")
+  return values
+
+
+def validate(config) -> None:
+  """Raises ValueError naming the first bad key (`config.section.key: ...`)."""
+  _check_choice(config, "router", ROUTERS)
+  _check_choice(config, "model.score", SCORES)
+  _check_choice(config, "model.positions", POSITIONS)
+  _check_choice(config, "execution.mode", EXECUTION_MODES)
+  _check_choice(config, "metrics.onset_layer_reduce", LAYER_REDUCTIONS)
+  if config.model.score == "gat" and config.router != "graph":
+    _fail("model.score", '"gat" is only defined for router="graph"')
+  _check_positive_ints(config.model, "model", ("width", "depth", "n_heads", "mlp_ratio",
+                                               "state_size", "expand", "max_hops"))
+  if config.model.width % config.model.n_heads:
+    _fail("model.width", f"{config.model.width} is not divisible by model.n_heads="
+          f"{config.model.n_heads}")
+  _check_positive_ints(config.train, "train", ("steps", "chunk_steps", "log_every"))
+  _check_positive_ints(config.execution, "execution", ("chunk",))
+  _check_positive_ints(config.checkpoint, "checkpoint", ("max_to_keep",))
+  if config.router == "graph":
+    _check_choice(config, "task.name", GRAPH_TASKS)
+  else:
+    _check_choice(config, "task.name", tasks.SEQUENCE_TASKS + ("text_file",))
+    _check_positive_ints(config.task, "task", ("seq_len", "batch_size", "probe_batch_size"))
+    if config.task.name == "text_file" and not config.task.path:
+      _fail("task.path", 'task.name="text_file" needs task.path=<a local text file>')
+  _check_numbers("sweep.brakes", config.sweep.brakes, 0.0)
+  _check_numbers("sweep.learning_rates", config.sweep.learning_rates, 0.0, strict=True)
+  seeds = config.sweep.seeds
+  if not seeds or any(not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
+    _fail("sweep.seeds", f"must be a non-empty sequence of integers >= 0, got {seeds!r}")
+  if config.metrics.onset_metric not in METRIC_NAMES:
+    _fail("metrics.onset_metric", f"{config.metrics.onset_metric!r} is not one of {METRIC_NAMES}")
+
+
+METRIC_NAMES = ("sink_mass", "sink_rate", "top_source_weight", "routing_entropy", "hub_count",
+                "key_norm_cv", "key_norm_log_spread", "norm_mass_correlation", "effective_rank",
+                "rank_collapse_residual", "massive_activation_ratio")
+
+
+def run_grid(config) -> list[dict]:
+  """The sweep's runs, seeds x learning rates x brakes (brake fastest), as dicts."""
+  grid = itertools.product(config.sweep.seeds, config.sweep.learning_rates, config.sweep.brakes)
+  return [dict(run=i, seed=int(seed), brake=float(brake), learning_rate=float(lr))
+          for i, (seed, lr, brake) in enumerate(grid)]

@@ -1,0 +1,51 @@
+"""Causal language models built from pre-norm residual blocks around one router family."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+
+from rc_jax.models.mixers import MLP, make_mixer
+from rc_jax.models.output import ModelOutput
+
+
+class Block(nn.Module):
+  """`x + mixer(LN(x))` then `x + MLP(LN(x))`."""
+
+  mixer_kind: str
+  model_config: object
+
+  @nn.compact
+  def __call__(self, x, brake, *, with_routing: bool = False):
+    mixed, routing = make_mixer(self.mixer_kind, self.model_config)(
+        nn.LayerNorm(name="norm_mix")(x), brake, with_routing=with_routing)
+    x = x + mixed
+    x = x + MLP(self.model_config.mlp_ratio)(nn.LayerNorm(name="norm_mlp")(x))
+    return x, routing
+
+
+class RouterLM(nn.Module):
+  """Token embedding -> `depth` blocks of (router + MLP) -> LayerNorm -> vocabulary logits.
+
+  `__call__(tokens [B, T], brake, with_routing)`; with routing, `hidden` holds the residual stream
+  after each block (`[B, T, D]`) and `routings` each block's routing.
+  """
+
+  mixer_kind: str
+  vocab_size: int
+  model_config: object
+
+  @nn.compact
+  def __call__(self, tokens_BxT, brake, *, with_routing: bool = False):
+    cfg = self.model_config
+    x = nn.Embed(self.vocab_size, cfg.width, name="embed")(tokens_BxT)
+    if cfg.positions == "learned":
+      x = x + self.param("pos_embed", nn.initializers.normal(0.02), (tokens_BxT.shape[1], cfg.width))
+    routings, hidden = [], []
+    for layer in range(cfg.depth):
+      x, routing = Block(self.mixer_kind, cfg, name=f"block_{layer}")(
+          x, brake, with_routing=with_routing)
+      if with_routing:
+        routings.append(routing)
+        hidden.append(x)
+    logits = nn.Dense(self.vocab_size, use_bias=False, name="unembed")(nn.LayerNorm(name="norm_out")(x))
+    return ModelOutput(logits=logits, routings=tuple(routings), hidden=tuple(hidden))

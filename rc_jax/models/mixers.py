@@ -1,0 +1,112 @@
+"""Flax token mixers: each owns its parameters and calls one pure router with a traced brake.
+
+Every mixer maps `x [B, T, D] -> (y [B, T, D], Routing | None)`; the routing (for the metrics) is
+built only when `with_routing=True` (under jit the unused O(T^2) kernels are dropped anyway).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rc_jax import routers
+from rc_jax.routers import ssm as ssm_lib
+
+
+def split_heads(x_BxTxD: jax.Array, n_heads: int) -> jax.Array:
+  b, t, d = x_BxTxD.shape
+  return x_BxTxD.reshape(b, t, n_heads, d // n_heads).transpose(0, 2, 1, 3)
+
+
+def merge_heads(x_BxHxTxK: jax.Array) -> jax.Array:
+  b, h, t, k = x_BxHxTxK.shape
+  return x_BxHxTxK.transpose(0, 2, 1, 3).reshape(b, t, h * k)
+
+
+class AttentionMixer(nn.Module):
+  """Multi-head causal softmax attention; routing weights `[B, H, T, T]`."""
+
+  n_heads: int
+  score: str = "dot"
+  rope: bool = False
+
+  @nn.compact
+  def __call__(self, x_BxTxD, brake, *, with_routing: bool = False):
+    d = x_BxTxD.shape[-1]
+    if d % self.n_heads:
+      raise ValueError(f"width {d} is not divisible by n_heads {self.n_heads}")
+    qkv = nn.Dense(3 * d, use_bias=False, name="qkv")(x_BxTxD)
+    q, k, v = (split_heads(part, self.n_heads) for part in jnp.split(qkv, 3, axis=-1))
+    if self.rope:
+      positions = jnp.arange(x_BxTxD.shape[1])
+      q, k = routers.apply_rope(q, positions), routers.apply_rope(k, positions)
+    out, routing = routers.softmax_attention(q, k, v, brake=brake, causal=True, score=self.score)
+    y = nn.Dense(d, use_bias=False, name="out")(merge_heads(out))
+    return y, routing if with_routing else None
+
+
+class SSMMixer(nn.Module):
+  """Mamba-style block: `out(selective_ssm(silu(W_x x)) * silu(W_z x))`; routing `[B, T, T]`.
+
+  (Mamba's short depthwise convolution is left out so that all token mixing goes through the
+  router under study.)
+  """
+
+  state_size: int = 8
+  expand: int = 2
+  selective: bool = True
+  backend: str = "scan"
+
+  @nn.compact
+  def __call__(self, x_BxTxD, brake, *, with_routing: bool = False):
+    d = x_BxTxD.shape[-1]
+    inner = self.expand * d
+    xz = nn.Dense(2 * inner, use_bias=False, name="in")(x_BxTxD)
+    u, z = jnp.split(xz, 2, axis=-1)
+    params = self.param("ssm", lambda key: ssm_lib.init_ssm_params(key, inner, self.state_size))
+    y, routing = ssm_lib.selective_ssm(nn.silu(u), params, brake=brake, selective=self.selective,
+                                       backend=self.backend, return_weights=with_routing)
+    return nn.Dense(d, use_bias=False, name="out")(y * nn.silu(z)), routing
+
+
+class RWKVMixer(nn.Module):
+  """RWKV-4 time mixing with token shift; `w = exp(decay)`; routing `[B, T, T]`."""
+
+  @nn.compact
+  def __call__(self, x_BxTxD, brake, *, with_routing: bool = False):
+    d = x_BxTxD.shape[-1]
+    previous = jnp.pad(x_BxTxD, ((0, 0), (1, 0), (0, 0)))[:, :-1]
+
+    def shifted(name):
+      mix = self.param(f"mix_{name}", nn.initializers.constant(0.5), (d,))
+      return nn.Dense(d, use_bias=False, name=name)(x_BxTxD * mix + previous * (1.0 - mix))
+
+    r, k, v = shifted("r"), shifted("k"), shifted("v")
+    # decay rates exp(decay) spread from ~0.05 to ~1 per step across channels at init
+    decay = self.param("decay", lambda _, shape: jnp.linspace(-3.0, 0.0, shape[0]), (d,))
+    bonus = self.param("bonus", nn.initializers.zeros, (d,))
+    y, routing = routers.rwkv_mixer(r, k, v, jnp.exp(decay), bonus, brake=brake)
+    return nn.Dense(d, use_bias=False, name="out")(y), routing if with_routing else None
+
+
+class MLP(nn.Module):
+  ratio: int = 4
+
+  @nn.compact
+  def __call__(self, x):
+    d = x.shape[-1]
+    return nn.Dense(d, name="down")(nn.gelu(nn.Dense(self.ratio * d, name="up")(x)))
+
+
+def make_mixer(kind: str, model_config) -> nn.Module:
+  """The token mixer named `kind` ("attention", "ssm", "rwkv") configured from `model_config`."""
+  if kind == "attention":
+    return AttentionMixer(n_heads=model_config.n_heads, score=model_config.score,
+                          rope=model_config.positions == "rope")
+  if kind == "ssm":
+    return SSMMixer(state_size=model_config.state_size, expand=model_config.expand,
+                    selective=model_config.selective, backend=model_config.ssm_backend)
+  if kind == "rwkv":
+    return RWKVMixer()
+  raise ValueError(f"unknown mixer {kind!r}; expected attention, ssm or rwkv")

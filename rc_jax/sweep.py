@@ -1,0 +1,250 @@
+"""The sweep engine: seeds x grid -> one run axis -> one compiled, sharded, checkpointed program.
+
+    result = run_sweep(config, workdir)
+
+The run axis (padded to a multiple of the device count) is laid out `[n_devices, runs_per_device]`
+and sharded over a 1-D `Mesh` with an Auto `'runs'` axis. Within a device, `config.execution.mode`
+decides how runs execute — the numbers are the same in every mode:
+
+  vmap        all of the device's runs batched (`jax.vmap`): best on accelerators;
+  map         `lax.map` over groups of `execution.chunk` vmapped runs: bounded memory;
+  sequential  `lax.map` one run at a time, still one compiled program.
+
+Training proceeds in chunks of `train.chunk_steps`: a Python loop over one jitted chunk function,
+an Orbax checkpoint (run-batched state, logs so far, JSON metadata) after each chunk, and resumption
+from the latest complete checkpoint when rerun with the same workdir and config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from typing import Any, Callable, NamedTuple
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from rc_jax import config_lib, outputs
+from rc_jax.train import Trainer, make_train
+
+
+class SweepResult(NamedTuple):
+  runs: list[dict]
+  logs: dict[str, np.ndarray]   # [R, K] or [R, K, L], host arrays, padding removed
+  state: Any                    # final run-batched TrainState, [n_devices, runs_per_device, ...]
+  paths: dict[str, str]         # output files written
+  timings: dict[str, float]
+
+
+def config_fingerprint(config) -> str:
+  """Hash of everything that determines the numbers (execution strategy excluded)."""
+  relevant = {k: v for k, v in config.to_dict().items() if k not in ("execution", "checkpoint")}
+  return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _layout(n_runs: int, n_devices: int) -> tuple[int, int]:
+  per_device = -(-n_runs // n_devices)
+  return per_device, per_device * n_devices
+
+
+def _pad_and_shape(x: np.ndarray, n_devices: int, per_device: int) -> np.ndarray:
+  """`[R, ...]` -> `[n_devices, per_device, ...]`, padding by repeating the last run."""
+  pad = n_devices * per_device - x.shape[0]
+  x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) if pad else x
+  return x.reshape((n_devices, per_device) + x.shape[1:])
+
+
+def _execute(fn: Callable, mode: str, group: int) -> Callable:
+  """Maps `fn` over the per-device run axis (axis 0 of every argument) per `mode`."""
+  if mode == "vmap":
+    return jax.vmap(fn)
+  batch_size = group if mode == "map" else None
+  return lambda *args: jax.lax.map(lambda a: fn(*a), args, batch_size=batch_size)
+
+
+class CompiledSweep(NamedTuple):
+  init: Callable    # (key_data [n_dev, per_dev, 2], hparams) -> (state, logs)
+  chunk: Callable   # (state, hparams) -> (state, logs [n_dev, per_dev, blocks, ...])
+  sharding: jax.sharding.NamedSharding
+
+
+_COMPILED: dict[tuple, tuple[Trainer, CompiledSweep]] = {}
+
+
+def compiled_for(config, devices=None) -> tuple[Trainer, CompiledSweep]:
+  """`(trainer, compile_sweep(trainer, ...))`, cached per (config, execution, devices) in this process,
+  so a resumed or repeated sweep reuses the compiled programs."""
+  devices = tuple(jax.devices() if devices is None else devices)
+  cache_key = (config_fingerprint(config), json.dumps(config.execution.to_dict(), sort_keys=True),
+               tuple(d.id for d in devices))
+  if cache_key not in _COMPILED:
+    trainer = make_train(config)
+    _COMPILED[cache_key] = (trainer, compile_sweep(trainer, config, devices))
+  return _COMPILED[cache_key]
+
+
+def compile_sweep(trainer: Trainer, config, devices=None) -> CompiledSweep:
+  """jit(vmap over devices(execute over runs(trainer fn))) with the run axis sharded."""
+  devices = jax.devices() if devices is None else devices
+  mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",),
+                           axis_types=(jax.sharding.AxisType.Auto,))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
+  mode, group = config.execution.mode, config.execution.chunk
+
+  def init_one(key_data, hparams):
+    return trainer.init(jax.random.wrap_key_data(key_data), hparams)
+
+  init = jax.jit(jax.vmap(_execute(init_one, mode, group)), out_shardings=sharding)
+  chunk = jax.jit(jax.vmap(_execute(trainer.chunk, mode, group)), out_shardings=sharding,
+                  donate_argnums=(0,))
+  return CompiledSweep(init=init, chunk=chunk, sharding=sharding)
+
+
+def _hparams(runs: list[dict]) -> dict[str, np.ndarray]:
+  return {"brake": np.array([r["brake"] for r in runs], np.float32),
+          "learning_rate": np.array([r["learning_rate"] for r in runs], np.float32)}
+
+
+def _key_data(runs: list[dict]) -> np.ndarray:
+  return np.stack([np.asarray(jax.random.key_data(jax.random.key(r["seed"]))) for r in runs])
+
+
+def _unlayout(tree, n_runs: int):
+  """`[n_dev, per_dev, ...]` device arrays -> host `[R, ...]` with the padding dropped."""
+  def one(x):
+    x = np.asarray(x)
+    return x.reshape((-1,) + x.shape[2:])[:n_runs]
+  return jax.tree.map(one, tree)
+
+
+def _concat_logs(first: dict, chunks: list[dict]) -> dict[str, np.ndarray]:
+  """Per-run logs `[R, K, ...]` from the step-0 point `[R, ...]` and chunk logs `[R, blocks, ...]`."""
+  return {name: np.concatenate([first[name][:, None]] + [c[name] for c in chunks], axis=1)
+          for name in first}
+
+
+def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=config.checkpoint.max_to_keep, create=True)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                               options=options)
+
+
+def _check_fingerprint(manager: ocp.CheckpointManager, step: int, fingerprint: str) -> None:
+  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+  if meta["fingerprint"] != fingerprint:
+    raise ValueError(
+        f"{manager.directory} holds checkpoints of a different config (fingerprint "
+        f"{meta['fingerprint']} != {fingerprint}); use a fresh --workdir")
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, abstract_state):
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state),
+      logs=ocp.args.StandardRestore(),
+      meta=ocp.args.JsonRestore()))
+  logs = {name: np.asarray(value) for name, value in restored.logs.items()}
+  return restored.state, logs, restored.meta["chunks_done"]
+
+
+def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
+              devices=None) -> SweepResult:
+  """Trains every run of `config`'s grid, writing checkpoints and outputs under `workdir`.
+
+  Args:
+    config: a validated sweep config (`config_lib.validate`).
+    workdir: output directory; resumes from `workdir/checkpoints` if it holds a checkpoint of the
+      same config.
+    stop_after_chunks: stop (after checkpointing) once this many chunks are done in total; outputs
+      are then not written. For pausing long sweeps, and for tests of resumption.
+    devices: devices to shard the run axis over (default: all).
+
+  Returns:
+    SweepResult (logs and paths empty when stopped early).
+  """
+  config_lib.validate(config)
+  t_start = time.perf_counter()
+  runs = config_lib.run_grid(config)
+  fingerprint = config_fingerprint(config)
+  manager = _checkpoint_manager(workdir, config)
+  latest = manager.latest_step()
+  if latest is not None:
+    _check_fingerprint(manager, latest, fingerprint)
+  _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+
+  trainer, compiled = compiled_for(config, devices)
+  n_devices = compiled.sharding.mesh.size
+  per_device, _ = _layout(len(runs), n_devices)
+  shard = lambda x: jax.device_put(_pad_and_shape(x, n_devices, per_device), compiled.sharding)
+  hparams = jax.tree.map(shard, _hparams(runs))
+  key_data = shard(_key_data(runs))
+  timings = {"compile_init_s": 0.0, "compile_chunk_s": 0.0, "train_s": 0.0}
+
+  if latest is None:
+    t0 = time.perf_counter()
+    state, first = compiled.init(key_data, hparams)
+    first = _unlayout(first, len(runs))
+    timings["compile_init_s"] = time.perf_counter() - t0
+    chunk_logs, chunks_done = [], 0
+  else:
+    abstract = jax.eval_shape(compiled.init, key_data, hparams)[0]
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=compiled.sharding), abstract)
+    state, saved_logs, chunks_done = _restore(manager, latest, abstract)
+    first = {k: v[:, 0] for k, v in saved_logs.items()}
+    chunk_logs = [{k: v[:, 1:] for k, v in saved_logs.items()}]
+    logging.info("resumed %s from chunk %d/%d", workdir, chunks_done, trainer.n_chunks)
+
+  steps_per_chunk = config.train.chunk_steps
+  for chunk_index in range(chunks_done, trainer.n_chunks):
+    if stop_after_chunks is not None and chunk_index >= stop_after_chunks:
+      break
+    t0 = time.perf_counter()
+    state, logs = compiled.chunk(state, hparams)
+    chunk_logs.append(_unlayout(logs, len(runs)))
+    elapsed = time.perf_counter() - t0
+    if chunk_index == chunks_done and timings["compile_chunk_s"] == 0.0:
+      timings["compile_chunk_s"] = elapsed  # first call: compile + one chunk
+    else:
+      timings["train_s"] += elapsed
+    all_logs = _concat_logs(first, chunk_logs)
+    manager.save(chunk_index + 1, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), logs=ocp.args.StandardSave(all_logs),
+        meta=ocp.args.JsonSave({"fingerprint": fingerprint, "chunks_done": chunk_index + 1})))
+    done = chunk_index + 1
+    rate = len(runs) * steps_per_chunk / max(elapsed, 1e-9)
+    eta = (trainer.n_chunks - done) * elapsed
+    logging.info("step %d/%d | %d runs | %.0f run-steps/s | ETA %.0fs",
+                 done * steps_per_chunk, config.train.steps, len(runs), rate, eta)
+  manager.wait_until_finished()
+  manager.close()
+
+  finished = len(chunk_logs) and _concat_logs(first, chunk_logs)["step"].shape[1] == len(
+      trainer.logged_steps)
+  if not finished:
+    return SweepResult(runs, {}, state, {}, timings)
+  logs = _concat_logs(first, chunk_logs)
+  timings["total_s"] = time.perf_counter() - t_start
+  onset = {"metric": config.metrics.onset_metric, "threshold": config.metrics.onset_threshold,
+           "layer_reduce": config.metrics.onset_layer_reduce}
+  extra = {"timings": timings, "devices": n_devices, "execution": config.execution.to_dict(),
+           "fingerprint": fingerprint}
+  paths = outputs.write_all(workdir, runs, logs, onset, extra)
+  return SweepResult(runs, logs, state, paths, timings)
+
+
+def _write_json(path: str, payload: dict) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(payload, f, indent=2, sort_keys=True, default=str)
+  os.replace(tmp, path)
+
+
+def single_run(trainer: Trainer, seed: int, hparams: dict):
+  """One run alone, jitted: `trainer.train(key(seed), hparams)` (the reference for a sweep's run)."""
+  hparams = {k: jnp.float32(v) for k, v in hparams.items()}
+  return jax.jit(trainer.train)(jax.random.key(seed), hparams)
