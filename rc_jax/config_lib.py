@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 
 import ml_collections
 import numpy as np
@@ -99,6 +100,21 @@ def _check_numbers(key: str, values, low: float, *, strict: bool = False) -> tup
   return values
 
 
+def schedule_sizes(train_cfg) -> tuple[int, int]:
+  """`(blocks_per_chunk, n_chunks)` from steps / chunk_steps / log_every, validated."""
+  steps, chunk_steps, log_every = train_cfg.steps, train_cfg.chunk_steps, train_cfg.log_every
+  for name, value in (("steps", steps), ("chunk_steps", chunk_steps), ("log_every", log_every)):
+    if value < 1:
+      raise ValueError(f"config.train.{name} must be >= 1, got {value}")
+  if chunk_steps % log_every:
+    raise ValueError(f"config.train.chunk_steps={chunk_steps} must be a multiple of "
+                     f"config.train.log_every={log_every}")
+  if steps % chunk_steps:
+    raise ValueError(f"config.train.steps={steps} must be a multiple of "
+                     f"config.train.chunk_steps={chunk_steps}")
+  return chunk_steps // log_every, steps // chunk_steps
+
+
 def validate(config) -> None:
   """Raises ValueError naming the first bad key (`config.section.key: ...`)."""
   _check_choice(config, "router", ROUTERS)
@@ -113,7 +129,7 @@ def validate(config) -> None:
   if config.model.width % config.model.n_heads:
     _fail("model.width", f"{config.model.width} is not divisible by model.n_heads="
           f"{config.model.n_heads}")
-  _check_positive_ints(config.train, "train", ("steps", "chunk_steps", "log_every"))
+  schedule_sizes(config.train)
   _check_positive_ints(config.execution, "execution", ("chunk",))
   _check_positive_ints(config.checkpoint, "checkpoint", ("max_to_keep",))
   if config.router == "graph":
@@ -121,8 +137,9 @@ def validate(config) -> None:
   else:
     _check_choice(config, "task.name", tasks.SEQUENCE_TASKS + ("text_file",))
     _check_positive_ints(config.task, "task", ("seq_len", "batch_size", "probe_batch_size"))
-    if config.task.name == "text_file" and not config.task.path:
-      _fail("task.path", 'task.name="text_file" needs task.path=<a local text file>')
+    if config.task.name == "text_file" and not os.path.isfile(config.task.path):
+      _fail("task.path", f'task.name="text_file" needs an existing local text file, got '
+            f'{config.task.path!r}')
   _check_numbers("sweep.brakes", config.sweep.brakes, 0.0)
   _check_numbers("sweep.learning_rates", config.sweep.learning_rates, 0.0, strict=True)
   seeds = config.sweep.seeds

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from rc_jax import metrics
+from rc_jax.config_lib import schedule_sizes
 from rc_jax.problem import build_problem
 
 Logs = dict[str, jax.Array]
@@ -58,21 +59,6 @@ def _adamw_clipped(learning_rate, b1, b2, weight_decay, grad_clip):
 def _with_learning_rate(opt_state, learning_rate):
   hyperparams = dict(opt_state.hyperparams, learning_rate=jnp.asarray(learning_rate, jnp.float32))
   return opt_state._replace(hyperparams=hyperparams)
-
-
-def schedule_sizes(train_cfg) -> tuple[int, int]:
-  """`(blocks_per_chunk, n_chunks)` from steps / chunk_steps / log_every, validated."""
-  steps, chunk_steps, log_every = train_cfg.steps, train_cfg.chunk_steps, train_cfg.log_every
-  for name, value in (("steps", steps), ("chunk_steps", chunk_steps), ("log_every", log_every)):
-    if value < 1:
-      raise ValueError(f"config.train.{name} must be >= 1, got {value}")
-  if chunk_steps % log_every:
-    raise ValueError(f"config.train.chunk_steps={chunk_steps} must be a multiple of "
-                     f"config.train.log_every={log_every}")
-  if steps % chunk_steps:
-    raise ValueError(f"config.train.steps={steps} must be a multiple of "
-                     f"config.train.chunk_steps={chunk_steps}")
-  return chunk_steps // log_every, steps // chunk_steps
 
 
 def make_train(config) -> Trainer:
