@@ -167,7 +167,10 @@ def norm_mass_correlation(routing: Routing, reduce: bool = True, min_cv: float =
 
 def effective_rank(x: jax.Array, reduce: bool = True) -> jax.Array:
   """Roy & Vetterli (2007): `exp(-sum p log p)`, `p = sigma / sum(sigma)` of uncentred `x [..., N, D]`."""
-  sigma = jnp.linalg.svd(_f32(x), compute_uv=False)
+  x = _f32(x)
+  if x.shape[-2] < x.shape[-1]:  # same singular values; XLA's CPU SVD is far slower on wide inputs
+    x = jnp.swapaxes(x, -1, -2)
+  sigma = jnp.linalg.svd(x, compute_uv=False)
   p = sigma / jnp.maximum(jnp.sum(sigma, axis=-1, keepdims=True), _TINY)
   entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=-1)
   return _reduce(jnp.exp(entropy), reduce)

@@ -1,0 +1,149 @@
+"""Pretrained transformers from local Hugging Face checkpoints, as pure-JAX forwards with routing.
+
+    model = pretrained.load("/path/to/gpt2")    # config.json + *.safetensors [+ tokenizer.json]
+    out = model.forward(token_ids, attention_mask)    # [B, T] ints, [B, T] 1 = real token
+    out.routings[l]        Routing: weights [B, H, T, T], mask [B, 1, T, T], key_norms [B, H, T]
+    out.hidden_states[l]   [B, T, D], embeddings first, Hugging Face's order
+    null = model.random_init(jax.random.key(0))       # same architecture, random weights
+
+Supported `model_type`s: "gpt2", "gpt_neox" (Pythia), "bert". Weights may be float32, float16 or
+bfloat16 and sharded (`*.safetensors.index.json`); they are cast to `dtype` (float32 by default),
+the dtype the forward computes in (softmax and layer norms always in float32). Positions are
+`0..T-1` for every sequence, as Hugging Face uses when no position ids are passed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rc_jax.pretrained import bert, gpt2, gpt_neox, loading
+from rc_jax.pretrained.layers import ForwardOutput
+
+ARCHITECTURES = {module.MODEL_TYPE: module for module in (gpt2, gpt_neox, bert)}
+_FORWARDS = {module.Config: module.forward for module in ARCHITECTURES.values()}
+
+__all__ = ["ARCHITECTURES", "ForwardOutput", "PretrainedModel", "default_name", "load"]
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _apply(params, token_ids, token_mask, cfg) -> ForwardOutput:
+  return _FORWARDS[type(cfg)](params, token_ids, token_mask, cfg)
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedModel:
+  """A loaded checkpoint: architecture config, params pytree, tokenizer (None without one).
+
+  Attributes:
+    name: a label (`default_name` of the directory; suffixed for the random-init baseline).
+    model_type: the Hugging Face `model_type`.
+    config: the architecture's frozen `Config` (hashable; `num_layers`, `num_heads`, ...).
+    params: plain dicts of arrays, per-layer tensors stacked on a leading `[num_layers]` axis.
+    tokenizer: a `tokenizers.Tokenizer` from `tokenizer.json`, or None.
+    path: the checkpoint directory (None for models not read from disk).
+  """
+
+  name: str
+  model_type: str
+  config: Any
+  params: Any
+  tokenizer: Any = None
+  path: str | None = None
+
+  @property
+  def num_params(self) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.params))
+
+  def forward(self, token_ids, attention_mask=None) -> ForwardOutput:
+    """Jitted forward of `token_ids [B, T]` with an optional padding mask `[B, T]` (1 = real).
+
+    Padding may be on either side; padding targets and sources are False in every routing mask
+    (see `layers.attention` for what their weight rows contain).
+    """
+    token_ids = jnp.asarray(token_ids)
+    if token_ids.ndim != 2 or not jnp.issubdtype(token_ids.dtype, jnp.integer):
+      raise ValueError(f"token_ids must be an integer array [batch, tokens], got "
+                       f"{token_ids.dtype}{list(token_ids.shape)}")
+    if token_ids.shape[1] > self.config.max_positions:
+      raise ValueError(f"{token_ids.shape[1]} tokens exceed the {self.config.max_positions} "
+                       f"positions of {self.name}")
+    if not isinstance(token_ids, jax.core.Tracer):
+      low, high = int(jnp.min(token_ids)), int(jnp.max(token_ids))
+      if low < 0 or high >= self.config.vocab_size:
+        raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}) for {self.name}, "
+                         f"got [{low}, {high}]")
+    if attention_mask is None:
+      attention_mask = jnp.ones(token_ids.shape, jnp.int32)
+    attention_mask = jnp.asarray(attention_mask)
+    if attention_mask.shape != token_ids.shape:
+      raise ValueError(f"attention_mask shape {list(attention_mask.shape)} != token_ids shape "
+                       f"{list(token_ids.shape)}")
+    return _apply(self.params, token_ids, attention_mask.astype(jnp.int32), cfg=self.config)
+
+  def random_init(self, key: jax.Array) -> "PretrainedModel":
+    """The same architecture with random weights (the matched null baseline).
+
+    Matrices and embeddings ~ N(0, initializer_range^2), biases 0, norm scales 1 (Hugging Face's
+    initialisation without its per-architecture rescalings).
+    """
+    dtype = jax.tree.leaves(self.params)[0].dtype
+    arch = ARCHITECTURES[self.model_type]
+    params = loading.init_params(key, arch.tensor_specs(self.config), self.config.num_layers,
+                                 self.config.initializer_range, dtype)
+    return dataclasses.replace(self, name=f"{self.name} (random init)", params=params)
+
+
+_GENERIC_DIR_NAMES = ("model", "checkpoint", "weights")
+
+
+def default_name(path: str) -> str:
+  """A readable model name for a checkpoint directory.
+
+  The base name, except: a Hugging Face cache snapshot (`models--org--name/snapshots/<hash>`)
+  gives `name`, and a generic base name (`model`, `checkpoint`, `weights`) gives its parent's name.
+  """
+  path = os.path.abspath(path)
+  base, parent = os.path.basename(path), os.path.dirname(path)
+  if os.path.basename(parent) == "snapshots":
+    return os.path.basename(os.path.dirname(parent)).split("--")[-1]
+  if base in _GENERIC_DIR_NAMES and os.path.basename(parent):
+    return os.path.basename(parent)
+  return base
+
+
+def load(path: str, dtype: Any = jnp.float32) -> PretrainedModel:
+  """Loads a local Hugging Face checkpoint directory (no network).
+
+  Args:
+    path: a directory with `config.json`, `*.safetensors` (or a sharded index) and optionally
+      `tokenizer.json`.
+    dtype: floating dtype the weights are cast to and the forward computes in.
+
+  Raises:
+    FileNotFoundError: the directory, `config.json` or a weight file is missing.
+    ValueError: unknown `model_type`, an unreadable (e.g. truncated) file, or a missing tensor or
+      one whose shape disagrees with `config.json`; the message names it.
+  """
+  if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+    raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+  path = os.path.abspath(loading.check_directory(path))
+  hf_config = loading.read_config(path)
+  where = os.path.join(path, loading.CONFIG_FILE)
+  model_type = hf_config.get("model_type")
+  if model_type not in ARCHITECTURES:
+    raise ValueError(f"{where}: model_type {model_type!r} is not supported "
+                     f"(supported: {', '.join(sorted(ARCHITECTURES))})")
+  arch = ARCHITECTURES[model_type]
+  config = arch.Config.from_hf(hf_config, where)
+  reader = loading.CheckpointReader(path)
+  prefix = loading.find_prefix(reader, arch.PROBE_TENSOR, arch.PREFIXES, model_type)
+  params = loading.read_params(reader, arch.tensor_specs(config), config.num_layers, prefix, dtype)
+  return PretrainedModel(name=default_name(path), model_type=model_type, config=config,
+                         params=params, tokenizer=loading.read_tokenizer(path), path=path)

@@ -1,0 +1,124 @@
+"""GPT-2 (`model_type` "gpt2") as a pure forward over a params pytree.
+
+Pre-LN decoder with learned absolute positions:
+
+    h_0 = wte[x] + wpe[pos]
+    h  += c_proj(attn(ln_1(h)))           causal softmax(q.k * scale), scale = K^-0.5 [/ (l + 1)]
+    h  += mlp_proj(act(mlp_fc(ln_2(h))))
+    hidden_states[-1] = ln_f(h_L)
+
+Checkpoints store names with or without the `transformer.` prefix (GPT2LMHeadModel / GPT2Model);
+Conv1D weights are already `[in, out]`. The LM head is tied to `wte` and not needed here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rc_jax.pretrained import layers
+from rc_jax.pretrained.loading import LAYERS, TensorSpec, config_value
+
+MODEL_TYPE = "gpt2"
+PREFIXES = ("", "transformer.")
+PROBE_TENSOR = "wte.weight"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """The fields of a GPT-2 `config.json` the forward needs (hashable: a static jit argument)."""
+
+  vocab_size: int
+  max_positions: int
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  intermediate_size: int
+  activation: str
+  layer_norm_eps: float
+  initializer_range: float
+  scale_attn_weights: bool
+  scale_attn_by_inverse_layer_idx: bool
+
+  @classmethod
+  def from_hf(cls, hf: dict[str, Any], where: str) -> "Config":
+    hidden = int(config_value(hf, ("n_embd", "hidden_size"), where))
+    heads = int(config_value(hf, ("n_head", "num_attention_heads"), where))
+    if hidden % heads:
+      raise ValueError(f"{where}: n_embd={hidden} is not divisible by n_head={heads}")
+    return cls(
+        vocab_size=int(config_value(hf, ("vocab_size",), where)),
+        max_positions=int(config_value(hf, ("n_positions", "n_ctx", "max_position_embeddings"),
+                                       where)),
+        hidden_size=hidden,
+        num_layers=int(config_value(hf, ("n_layer", "num_hidden_layers"), where)),
+        num_heads=heads,
+        intermediate_size=int(config_value(hf, ("n_inner",), where, 4 * hidden)),
+        activation=layers.check_activation(
+            config_value(hf, ("activation_function",), where, "gelu_new"), where),
+        layer_norm_eps=float(config_value(hf, ("layer_norm_epsilon",), where, 1e-5)),
+        initializer_range=float(config_value(hf, ("initializer_range",), where, 0.02)),
+        scale_attn_weights=bool(config_value(hf, ("scale_attn_weights",), where, True)),
+        scale_attn_by_inverse_layer_idx=bool(
+            config_value(hf, ("scale_attn_by_inverse_layer_idx",), where, False)),
+    )
+
+
+def tensor_specs(cfg: Config) -> list[TensorSpec]:
+  """The GPT-2 tensors and their stored shapes (Conv1D: `[in, out]`)."""
+  d, f = cfg.hidden_size, cfg.intermediate_size
+
+  def layer(name, hf_suffix, shape, init="normal"):
+    return TensorSpec(name, f"h.{{i}}.{hf_suffix}", shape, init, per_layer=True)
+
+  return [
+      TensorSpec("wte", "wte.weight", (cfg.vocab_size, d)),
+      TensorSpec("wpe", "wpe.weight", (cfg.max_positions, d)),
+      layer("ln_1_scale", "ln_1.weight", (d,), "ones"),
+      layer("ln_1_bias", "ln_1.bias", (d,), "zeros"),
+      layer("qkv_kernel", "attn.c_attn.weight", (d, 3 * d)),
+      layer("qkv_bias", "attn.c_attn.bias", (3 * d,), "zeros"),
+      layer("out_kernel", "attn.c_proj.weight", (d, d)),
+      layer("out_bias", "attn.c_proj.bias", (d,), "zeros"),
+      layer("ln_2_scale", "ln_2.weight", (d,), "ones"),
+      layer("ln_2_bias", "ln_2.bias", (d,), "zeros"),
+      layer("fc_kernel", "mlp.c_fc.weight", (d, f)),
+      layer("fc_bias", "mlp.c_fc.bias", (f,), "zeros"),
+      layer("proj_kernel", "mlp.c_proj.weight", (f, d)),
+      layer("proj_bias", "mlp.c_proj.bias", (d,), "zeros"),
+      TensorSpec("ln_f_scale", "ln_f.weight", (d,), "ones"),
+      TensorSpec("ln_f_bias", "ln_f.bias", (d,), "zeros"),
+  ]
+
+
+def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
+            cfg: Config) -> layers.ForwardOutput:
+  """GPT-2 forward. `token_ids`, `token_mask` (1 = real token): `[B, T]`; positions `0..T-1`."""
+  t = token_ids.shape[1]
+  h = params["wte"][token_ids] + params["wpe"][:t][None]
+  allowed, routing_mask = layers.attention_masks(token_mask, causal=True)
+  head_dim = cfg.hidden_size // cfg.num_heads
+  act = layers.ACTIVATIONS[cfg.activation]
+
+  def block(h, inputs):
+    p, index = inputs
+    scale = head_dim**-0.5 if cfg.scale_attn_weights else 1.0
+    if cfg.scale_attn_by_inverse_layer_idx:
+      scale = scale / (index + 1).astype(jnp.float32)
+    a = layers.layer_norm(h, p["ln_1_scale"], p["ln_1_bias"], cfg.layer_norm_eps)
+    q, k, v = jnp.split(layers.dense(a, p["qkv_kernel"], p["qkv_bias"]), 3, axis=-1)
+    q, k, v = (layers.split_heads(z, cfg.num_heads) for z in (q, k, v))
+    o, routing = layers.attention(q, k, v, allowed, routing_mask, scale)
+    h = h + layers.dense(layers.merge_heads(o), p["out_kernel"], p["out_bias"])
+    m = layers.layer_norm(h, p["ln_2_scale"], p["ln_2_bias"], cfg.layer_norm_eps)
+    h = h + layers.dense(act(layers.dense(m, p["fc_kernel"], p["fc_bias"])), p["proj_kernel"],
+                         p["proj_bias"])
+    return h, (h, routing.weights, routing.key_norms)
+
+  h_last, (hidden, weights, key_norms) = jax.lax.scan(
+      block, h, (params[LAYERS], jnp.arange(cfg.num_layers)))
+  final = layers.layer_norm(h_last, params["ln_f_scale"], params["ln_f_bias"], cfg.layer_norm_eps)
+  return layers.stack_outputs(h, hidden, final, weights, routing_mask, key_norms)

@@ -1,0 +1,152 @@
+"""GPT-NeoX / Pythia (`model_type` "gpt_neox") as a pure forward over a params pytree.
+
+Pre-LN decoder with partial rotary positions and (by default) a parallel residual:
+
+    a   = attn(input_ln(h))     q, k rotated on their first `rotary_dim = int(K * rotary_pct)`
+                                features (rotate-half convention), causal softmax(q.k / sqrt(K))
+    h  += a + mlp(post_attention_ln(h))            use_parallel_residual (Pythia)
+    h   = (h + a) + mlp(post_attention_ln(h + a))  otherwise
+    hidden_states[-1] = final_layer_norm(h_L)
+
+The fused `query_key_value` projection is laid out per head as `[H, 3, K]`. Both config spellings
+are read: `rotary_pct` / `rotary_emb_base` (Pythia) and `rope_parameters` (transformers 5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rc_jax.pretrained import layers
+from rc_jax.pretrained.loading import LAYERS, TensorSpec, config_value
+from rc_jax.routers.scores import apply_rope
+
+MODEL_TYPE = "gpt_neox"
+PREFIXES = ("gpt_neox.", "")
+PROBE_TENSOR = "embed_in.weight"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """The fields of a GPT-NeoX `config.json` the forward needs (hashable: a static jit argument)."""
+
+  vocab_size: int
+  max_positions: int
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  intermediate_size: int
+  activation: str
+  layer_norm_eps: float
+  initializer_range: float
+  rotary_dim: int
+  rotary_base: float
+  use_parallel_residual: bool
+  attention_bias: bool
+
+  @classmethod
+  def from_hf(cls, hf: dict[str, Any], where: str) -> "Config":
+    hidden = int(config_value(hf, ("hidden_size",), where))
+    heads = int(config_value(hf, ("num_attention_heads",), where))
+    if hidden % heads:
+      raise ValueError(f"{where}: hidden_size={hidden} is not divisible by "
+                       f"num_attention_heads={heads}")
+    rope = dict(config_value(hf, ("rope_parameters", "rope_scaling"), where, {}))
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+      raise ValueError(f"{where}: rope_type {rope_type!r} is not supported (only 'default')")
+    pct = float(rope.get("partial_rotary_factor", config_value(hf, ("rotary_pct",), where, 0.25)))
+    base = float(rope.get("rope_theta", config_value(hf, ("rotary_emb_base", "rope_theta"), where,
+                                                     10000.0)))
+    rotary_dim = int(hidden // heads * pct)
+    if rotary_dim % 2:
+      raise ValueError(f"{where}: rotary dimension {rotary_dim} (head size x rotary_pct) must be "
+                       "even")
+    return cls(
+        vocab_size=int(config_value(hf, ("vocab_size",), where)),
+        max_positions=int(config_value(hf, ("max_position_embeddings",), where, 2048)),
+        hidden_size=hidden,
+        num_layers=int(config_value(hf, ("num_hidden_layers",), where)),
+        num_heads=heads,
+        intermediate_size=int(config_value(hf, ("intermediate_size",), where)),
+        activation=layers.check_activation(config_value(hf, ("hidden_act",), where, "gelu"),
+                                           where),
+        layer_norm_eps=float(config_value(hf, ("layer_norm_eps",), where, 1e-5)),
+        initializer_range=float(config_value(hf, ("initializer_range",), where, 0.02)),
+        rotary_dim=rotary_dim,
+        rotary_base=base,
+        use_parallel_residual=bool(config_value(hf, ("use_parallel_residual",), where, True)),
+        attention_bias=bool(config_value(hf, ("attention_bias",), where, True)),
+    )
+
+
+def tensor_specs(cfg: Config) -> list[TensorSpec]:
+  """The GPT-NeoX tensors and their stored shapes (nn.Linear: `[out, in]`, transposed on load)."""
+  d, f = cfg.hidden_size, cfg.intermediate_size
+
+  def layer(name, hf_suffix, shape, init="normal", transpose=False):
+    return TensorSpec(name, f"layers.{{i}}.{hf_suffix}", shape, init, transpose, per_layer=True)
+
+  specs = [
+      TensorSpec("embed_in", "embed_in.weight", (cfg.vocab_size, d)),
+      layer("input_ln_scale", "input_layernorm.weight", (d,), "ones"),
+      layer("input_ln_bias", "input_layernorm.bias", (d,), "zeros"),
+      layer("qkv_kernel", "attention.query_key_value.weight", (3 * d, d), transpose=True),
+      layer("out_kernel", "attention.dense.weight", (d, d), transpose=True),
+      layer("post_ln_scale", "post_attention_layernorm.weight", (d,), "ones"),
+      layer("post_ln_bias", "post_attention_layernorm.bias", (d,), "zeros"),
+      layer("fc_kernel", "mlp.dense_h_to_4h.weight", (f, d), transpose=True),
+      layer("fc_bias", "mlp.dense_h_to_4h.bias", (f,), "zeros"),
+      layer("proj_kernel", "mlp.dense_4h_to_h.weight", (d, f), transpose=True),
+      layer("proj_bias", "mlp.dense_4h_to_h.bias", (d,), "zeros"),
+      TensorSpec("final_ln_scale", "final_layer_norm.weight", (d,), "ones"),
+      TensorSpec("final_ln_bias", "final_layer_norm.bias", (d,), "zeros"),
+  ]
+  if cfg.attention_bias:
+    specs += [layer("qkv_bias", "attention.query_key_value.bias", (3 * d,), "zeros"),
+              layer("out_bias", "attention.dense.bias", (d,), "zeros")]
+  return specs
+
+
+def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
+            cfg: Config) -> layers.ForwardOutput:
+  """GPT-NeoX forward. `token_ids`, `token_mask` (1 = real token): `[B, T]`; positions `0..T-1`."""
+  b, t = token_ids.shape
+  h = params["embed_in"][token_ids]
+  allowed, routing_mask = layers.attention_masks(token_mask, causal=True)
+  head_dim = cfg.hidden_size // cfg.num_heads
+  act = layers.ACTIVATIONS[cfg.activation]
+  positions = jnp.arange(t)
+
+  def rotate(x):
+    if cfg.rotary_dim == 0:
+      return x
+    return apply_rope(x, positions, base=cfg.rotary_base, rotary_dim=cfg.rotary_dim)
+
+  def mlp(x, p):
+    return layers.dense(act(layers.dense(x, p["fc_kernel"], p["fc_bias"])), p["proj_kernel"],
+                        p["proj_bias"])
+
+  def block(h, p):
+    a = layers.layer_norm(h, p["input_ln_scale"], p["input_ln_bias"], cfg.layer_norm_eps)
+    qkv = layers.dense(a, p["qkv_kernel"], p.get("qkv_bias"))
+    qkv = qkv.reshape(b, t, cfg.num_heads, 3, head_dim).transpose(3, 0, 2, 1, 4)
+    q, k, v = rotate(qkv[0]), rotate(qkv[1]), qkv[2]
+    o, routing = layers.attention(q, k, v, allowed, routing_mask, head_dim**-0.5)
+    attn_out = layers.dense(layers.merge_heads(o), p["out_kernel"], p.get("out_bias"))
+    if cfg.use_parallel_residual:
+      post = layers.layer_norm(h, p["post_ln_scale"], p["post_ln_bias"], cfg.layer_norm_eps)
+      h = h + attn_out + mlp(post, p)
+    else:
+      h = h + attn_out
+      post = layers.layer_norm(h, p["post_ln_scale"], p["post_ln_bias"], cfg.layer_norm_eps)
+      h = h + mlp(post, p)
+    return h, (h, routing.weights, routing.key_norms)
+
+  h_last, (hidden, weights, key_norms) = jax.lax.scan(block, h, params[LAYERS])
+  final = layers.layer_norm(h_last, params["final_ln_scale"], params["final_ln_bias"],
+                            cfg.layer_norm_eps)
+  return layers.stack_outputs(h, hidden, final, weights, routing_mask, key_norms)

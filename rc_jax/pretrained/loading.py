@@ -1,0 +1,244 @@
+"""Reading a local Hugging Face checkpoint directory: config, safetensors weights, tokenizer.
+
+A checkpoint directory holds `config.json`, the weights as `model.safetensors` (or as shards listed
+in `model.safetensors.index.json`, any `*.safetensors.index.json`) and optionally `tokenizer.json`.
+
+Parameters are described by `TensorSpec`s (one per Hugging Face tensor name, `{i}` standing for the
+layer index) and gathered into a pytree of plain dicts:
+
+    {name: array, ..., "layers": {name: array [n_layers, ...], ...}}
+
+Linear weights are stored as `[in, out]` kernels (PyTorch `nn.Linear` keeps `[out, in]`; GPT-2's
+Conv1D already keeps `[in, out]`). Every problem is reported as FileNotFoundError or ValueError
+naming the directory, file or tensor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+from typing import Any, Iterable
+
+import jax
+import jax.numpy as jnp
+import safetensors
+
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+LAYERS = "layers"
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+  """One parameter: its name in the pytree, its Hugging Face name and stored shape.
+
+  Attributes:
+    name: key in the params dict (in `params["layers"]` when `per_layer`).
+    hf_name: Hugging Face tensor name without the model prefix; `{i}` is the layer index.
+    hf_shape: shape as stored in the checkpoint.
+    init: random initialisation for the null baseline: "normal" (std = initializer_range),
+      "zeros" or "ones".
+    transpose: stored as `[out, in]` (nn.Linear); the pytree keeps the transpose.
+    per_layer: one tensor per layer, stacked on a leading axis in the pytree.
+  """
+
+  name: str
+  hf_name: str
+  hf_shape: tuple[int, ...]
+  init: str = "normal"
+  transpose: bool = False
+  per_layer: bool = False
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    return tuple(reversed(self.hf_shape)) if self.transpose else self.hf_shape
+
+
+def check_directory(path: str) -> str:
+  """Returns `path` if it is a directory, else raises FileNotFoundError naming it."""
+  path = os.fspath(path)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"checkpoint directory not found: {path}")
+  return path
+
+
+def read_config(path: str) -> dict[str, Any]:
+  """Parses `<path>/config.json`; FileNotFoundError / ValueError naming the file."""
+  file = os.path.join(check_directory(path), CONFIG_FILE)
+  if not os.path.isfile(file):
+    raise FileNotFoundError(f"{file} not found: a Hugging Face checkpoint directory needs "
+                            f"{CONFIG_FILE}")
+  try:
+    with open(file, encoding="utf-8") as f:
+      config = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"{file} is not valid JSON: {e}") from e
+  if not isinstance(config, dict):
+    raise ValueError(f"{file} must hold a JSON object, got {type(config).__name__}")
+  return config
+
+
+def config_value(config: dict[str, Any], names: Iterable[str], where: str,
+                 default: Any = dataclasses.MISSING) -> Any:
+  """The first of `names` present in `config` (aliases), else `default`, else a ValueError."""
+  names = tuple(names)
+  for name in names:
+    if config.get(name) is not None:
+      return config[name]
+  if default is dataclasses.MISSING:
+    raise ValueError(f"{where}: missing required field {' / '.join(repr(n) for n in names)}")
+  return default
+
+
+def weight_files(path: str) -> list[str]:
+  """The safetensors files of a checkpoint, from its index when sharded."""
+  indexes = sorted(glob.glob(os.path.join(path, "*.safetensors.index.json")))
+  if indexes:
+    index = indexes[0]
+    try:
+      with open(index, encoding="utf-8") as f:
+        weight_map = json.load(f)["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+      raise ValueError(f"{index} is not a valid safetensors index (needs a 'weight_map'): "
+                       f"{e!r}") from e
+    files = [os.path.join(path, name) for name in sorted(set(weight_map.values()))]
+    for file in files:
+      if not os.path.isfile(file):
+        raise FileNotFoundError(f"{file} not found: listed in {index}")
+    return files
+  files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+  if not files:
+    raise FileNotFoundError(f"no *.safetensors weights in {path} (PyTorch .bin checkpoints are not "
+                            "read; save with safe_serialization=True)")
+  return files
+
+
+class CheckpointReader:
+  """Tensor names, stored shapes and values across the safetensors files of one checkpoint."""
+
+  def __init__(self, path: str):
+    self.path = check_directory(path)
+    self._file_of: dict[str, str] = {}
+    self._shape_of: dict[str, tuple[int, ...]] = {}
+    for file in weight_files(self.path):
+      with self._open(file) as f:
+        for name in f.keys():
+          self._file_of[name] = file
+          self._shape_of[name] = tuple(f.get_slice(name).get_shape())
+
+  @staticmethod
+  def _open(file: str):
+    try:
+      return safetensors.safe_open(file, framework="flax")
+    except Exception as e:  # safetensors raises its own SafetensorError (an Exception subclass).
+      raise ValueError(f"{file} is not a readable safetensors file (truncated or corrupt?): "
+                       f"{e}") from e
+
+  def __contains__(self, name: str) -> bool:
+    return name in self._file_of
+
+  def shape(self, name: str) -> tuple[int, ...]:
+    return self._shape_of[name]
+
+  def read(self, names: Iterable[str]) -> dict[str, jax.Array]:
+    """Reads `names` (grouped by file) as JAX arrays in their stored dtype."""
+    by_file: dict[str, list[str]] = {}
+    for name in names:
+      by_file.setdefault(self._file_of[name], []).append(name)
+    out = {}
+    for file, file_names in by_file.items():
+      with self._open(file) as f:
+        for name in file_names:
+          try:
+            out[name] = f.get_tensor(name)
+          except Exception as e:  # SafetensorError, or an unreadable dtype.
+            raise ValueError(f"{file}: cannot read tensor {name!r}: {e}") from e
+    return out
+
+
+def find_prefix(reader: CheckpointReader, probe: str, prefixes: Iterable[str],
+                model_type: str) -> str:
+  """The name prefix (e.g. "transformer.") under which `probe` is stored."""
+  prefixes = tuple(prefixes)
+  for prefix in prefixes:
+    if prefix + probe in reader:
+      return prefix
+  tried = ", ".join(repr(p + probe) for p in prefixes)
+  raise ValueError(f"{reader.path}: no tensor {tried} in the safetensors weights; "
+                   f"is this a {model_type} checkpoint?")
+
+
+def _hf_names(spec: TensorSpec, prefix: str, n_layers: int) -> list[str]:
+  if spec.per_layer:
+    return [prefix + spec.hf_name.format(i=i) for i in range(n_layers)]
+  return [prefix + spec.hf_name]
+
+
+def read_params(reader: CheckpointReader, specs: Iterable[TensorSpec], n_layers: int,
+                prefix: str, dtype: Any) -> dict[str, Any]:
+  """Validates every tensor's presence and shape, then reads and casts them into the pytree."""
+  specs = tuple(specs)
+  for spec in specs:
+    for name in _hf_names(spec, prefix, n_layers):
+      if name not in reader:
+        raise ValueError(f"{reader.path}: tensor {name!r} is missing from the safetensors weights")
+      if reader.shape(name) != spec.hf_shape:
+        raise ValueError(f"{reader.path}: tensor {name!r} has shape {reader.shape(name)}, expected "
+                         f"{spec.hf_shape} from {CONFIG_FILE}")
+  params: dict[str, Any] = {LAYERS: {}}
+  for spec in specs:
+    names = _hf_names(spec, prefix, n_layers)
+    tensors = reader.read(names)
+    values = [_cast(tensors[name], spec, dtype) for name in names]
+    if spec.per_layer:
+      params[LAYERS][spec.name] = jnp.stack(values)
+    else:
+      params[spec.name] = values[0]
+  return params
+
+
+def _cast(x: jax.Array, spec: TensorSpec, dtype: Any) -> jax.Array:
+  x = jnp.asarray(x).astype(dtype)
+  return x.T if spec.transpose else x
+
+
+def init_params(key: jax.Array, specs: Iterable[TensorSpec], n_layers: int, std: float,
+                dtype: Any) -> dict[str, Any]:
+  """Random parameters with the pytree structure `read_params` builds (the null baseline).
+
+  "normal" tensors are N(0, std^2) (Hugging Face's `initializer_range`), "zeros" biases and
+  "ones" norm scales as at initialisation.
+  """
+  specs = tuple(specs)
+  params: dict[str, Any] = {LAYERS: {}}
+  for spec, spec_key in zip(specs, jax.random.split(key, len(specs))):
+    shape = ((n_layers,) if spec.per_layer else ()) + spec.shape
+    if spec.init == "normal":
+      value = std * jax.random.normal(spec_key, shape, jnp.float32)
+    elif spec.init == "zeros":
+      value = jnp.zeros(shape, jnp.float32)
+    else:
+      value = jnp.ones(shape, jnp.float32)
+    target = params[LAYERS] if spec.per_layer else params
+    target[spec.name] = value.astype(dtype)
+  return params
+
+
+def read_tokenizer(path: str):
+  """`tokenizers.Tokenizer` from `<path>/tokenizer.json`, or None when the file is absent.
+
+  Saved padding is switched off (`encode` returns only the real tokens; batch them with an
+  attention mask); saved truncation is kept.
+  """
+  file = os.path.join(path, TOKENIZER_FILE)
+  if not os.path.isfile(file):
+    return None
+  import tokenizers  # pylint: disable=g-import-not-at-top  (optional at import time)
+  try:
+    tokenizer = tokenizers.Tokenizer.from_file(file)
+  except Exception as e:  # tokenizers raises plain Exceptions for malformed files.
+    raise ValueError(f"{file} is not a readable tokenizer.json: {e}") from e
+  tokenizer.no_padding()
+  return tokenizer
