@@ -6,7 +6,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from rc_jax import routers
-from rc_jax.models.mixers import MLP, merge_heads, split_heads
+from rc_jax.models.mixers import MLP
+from rc_jax.routers.attention import merge_heads, split_heads
 from rc_jax.models.output import ModelOutput
 
 
@@ -19,9 +20,7 @@ class GraphAttentionMixer(nn.Module):
 
   @nn.compact
   def __call__(self, x_NxD, hops_NxN, brake):
-    n, d = x_NxD.shape
-    if d % self.n_heads:
-      raise ValueError(f"width {d} is not divisible by n_heads {self.n_heads}")
+    d = x_NxD.shape[-1]
     qkv = nn.Dense(3 * d, use_bias=False, name="qkv")(x_NxD)[None]
     q, k, v = (split_heads(part, self.n_heads)[0] for part in jnp.split(qkv, 3, axis=-1))
     gat_vectors = None

@@ -12,16 +12,7 @@ import jax.numpy as jnp
 
 from rc_jax import routers
 from rc_jax.routers import ssm as ssm_lib
-
-
-def split_heads(x_BxTxD: jax.Array, n_heads: int) -> jax.Array:
-  b, t, d = x_BxTxD.shape
-  return x_BxTxD.reshape(b, t, n_heads, d // n_heads).transpose(0, 2, 1, 3)
-
-
-def merge_heads(x_BxHxTxK: jax.Array) -> jax.Array:
-  b, h, t, k = x_BxHxTxK.shape
-  return x_BxHxTxK.transpose(0, 2, 1, 3).reshape(b, t, h * k)
+from rc_jax.routers.attention import merge_heads, split_heads
 
 
 class AttentionMixer(nn.Module):
@@ -34,8 +25,6 @@ class AttentionMixer(nn.Module):
   @nn.compact
   def __call__(self, x_BxTxD, brake, *, with_routing: bool = False):
     d = x_BxTxD.shape[-1]
-    if d % self.n_heads:
-      raise ValueError(f"width {d} is not divisible by n_heads {self.n_heads}")
     qkv = nn.Dense(3 * d, use_bias=False, name="qkv")(x_BxTxD)
     q, k, v = (split_heads(part, self.n_heads) for part in jnp.split(qkv, 3, axis=-1))
     if self.rope:

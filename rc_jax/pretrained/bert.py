@@ -19,6 +19,7 @@ from typing import Any
 import jax
 
 from rc_jax.pretrained import layers
+from rc_jax.routers.attention import merge_heads, split_heads
 from rc_jax.pretrained.loading import LAYERS, TensorSpec, config_value
 
 MODEL_TYPE = "bert"
@@ -108,15 +109,14 @@ def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
   eps = cfg.layer_norm_eps
   e = params["word"][token_ids] + params["token_type"][0] + params["position"][:t][None]
   h = layers.layer_norm(e, params["embed_ln_scale"], params["embed_ln_bias"], eps)
-  allowed, routing_mask = layers.attention_masks(token_mask, causal=False)
   head_dim = cfg.hidden_size // cfg.num_heads
   act = layers.ACTIVATIONS[cfg.activation]
 
   def block(h, p):
-    q, k, v = (layers.split_heads(layers.dense(h, p[f"{n}_kernel"], p[f"{n}_bias"]), cfg.num_heads)
+    q, k, v = (split_heads(layers.dense(h, p[f"{n}_kernel"], p[f"{n}_bias"]), cfg.num_heads)
                for n in "qkv")
-    o, routing = layers.attention(q, k, v, allowed, routing_mask, head_dim**-0.5)
-    a = layers.dense(layers.merge_heads(o), p["attn_out_kernel"], p["attn_out_bias"])
+    o, routing = layers.attention(q, k, v, token_mask, causal=False, scale=head_dim**-0.5)
+    a = layers.dense(merge_heads(o), p["attn_out_kernel"], p["attn_out_bias"])
     h = layers.layer_norm(h + a, p["attn_ln_scale"], p["attn_ln_bias"], eps)
     m = layers.dense(act(layers.dense(h, p["fc_kernel"], p["fc_bias"])), p["proj_kernel"],
                      p["proj_bias"])
@@ -124,4 +124,5 @@ def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
     return h, (h, routing.weights, routing.key_norms)
 
   h_last, (hidden, weights, key_norms) = jax.lax.scan(block, h, params[LAYERS])
-  return layers.stack_outputs(h, hidden, h_last, weights, routing_mask, key_norms)
+  return layers.stack_outputs(h, hidden, h_last, weights,
+                              layers.routing_mask(token_mask, causal=False), key_norms)

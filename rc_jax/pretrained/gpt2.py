@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from rc_jax.pretrained import layers
+from rc_jax.routers.attention import merge_heads, split_heads
 from rc_jax.pretrained.loading import LAYERS, TensorSpec, config_value
 
 MODEL_TYPE = "gpt2"
@@ -99,7 +100,6 @@ def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
   """GPT-2 forward. `token_ids`, `token_mask` (1 = real token): `[B, T]`; positions `0..T-1`."""
   t = token_ids.shape[1]
   h = params["wte"][token_ids] + params["wpe"][:t][None]
-  allowed, routing_mask = layers.attention_masks(token_mask, causal=True)
   head_dim = cfg.hidden_size // cfg.num_heads
   act = layers.ACTIVATIONS[cfg.activation]
 
@@ -110,9 +110,9 @@ def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
       scale = scale / (index + 1).astype(jnp.float32)
     a = layers.layer_norm(h, p["ln_1_scale"], p["ln_1_bias"], cfg.layer_norm_eps)
     q, k, v = jnp.split(layers.dense(a, p["qkv_kernel"], p["qkv_bias"]), 3, axis=-1)
-    q, k, v = (layers.split_heads(z, cfg.num_heads) for z in (q, k, v))
-    o, routing = layers.attention(q, k, v, allowed, routing_mask, scale)
-    h = h + layers.dense(layers.merge_heads(o), p["out_kernel"], p["out_bias"])
+    q, k, v = (split_heads(z, cfg.num_heads) for z in (q, k, v))
+    o, routing = layers.attention(q, k, v, token_mask, causal=True, scale=scale)
+    h = h + layers.dense(merge_heads(o), p["out_kernel"], p["out_bias"])
     m = layers.layer_norm(h, p["ln_2_scale"], p["ln_2_bias"], cfg.layer_norm_eps)
     h = h + layers.dense(act(layers.dense(m, p["fc_kernel"], p["fc_bias"])), p["proj_kernel"],
                          p["proj_bias"])
@@ -121,4 +121,5 @@ def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
   h_last, (hidden, weights, key_norms) = jax.lax.scan(
       block, h, (params[LAYERS], jnp.arange(cfg.num_layers)))
   final = layers.layer_norm(h_last, params["ln_f_scale"], params["ln_f_bias"], cfg.layer_norm_eps)
-  return layers.stack_outputs(h, hidden, final, weights, routing_mask, key_norms)
+  return layers.stack_outputs(h, hidden, final, weights,
+                              layers.routing_mask(token_mask, causal=True), key_norms)

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from rc_jax.pretrained import layers
+from rc_jax.routers.attention import merge_heads, split_heads
 from rc_jax.pretrained.loading import LAYERS, TensorSpec, config_value
 from rc_jax.routers.scores import apply_rope
 
@@ -116,7 +117,6 @@ def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
   """GPT-NeoX forward. `token_ids`, `token_mask` (1 = real token): `[B, T]`; positions `0..T-1`."""
   b, t = token_ids.shape
   h = params["embed_in"][token_ids]
-  allowed, routing_mask = layers.attention_masks(token_mask, causal=True)
   head_dim = cfg.hidden_size // cfg.num_heads
   act = layers.ACTIVATIONS[cfg.activation]
   positions = jnp.arange(t)
@@ -135,8 +135,8 @@ def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
     qkv = layers.dense(a, p["qkv_kernel"], p.get("qkv_bias"))
     qkv = qkv.reshape(b, t, cfg.num_heads, 3, head_dim).transpose(3, 0, 2, 1, 4)
     q, k, v = rotate(qkv[0]), rotate(qkv[1]), qkv[2]
-    o, routing = layers.attention(q, k, v, allowed, routing_mask, head_dim**-0.5)
-    attn_out = layers.dense(layers.merge_heads(o), p["out_kernel"], p.get("out_bias"))
+    o, routing = layers.attention(q, k, v, token_mask, causal=True, scale=head_dim**-0.5)
+    attn_out = layers.dense(merge_heads(o), p["out_kernel"], p.get("out_bias"))
     if cfg.use_parallel_residual:
       post = layers.layer_norm(h, p["post_ln_scale"], p["post_ln_bias"], cfg.layer_norm_eps)
       h = h + attn_out + mlp(post, p)
@@ -149,4 +149,5 @@ def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
   h_last, (hidden, weights, key_norms) = jax.lax.scan(block, h, params[LAYERS])
   final = layers.layer_norm(h_last, params["final_ln_scale"], params["final_ln_bias"],
                             cfg.layer_norm_eps)
-  return layers.stack_outputs(h, hidden, final, weights, routing_mask, key_norms)
+  return layers.stack_outputs(h, hidden, final, weights,
+                              layers.routing_mask(token_mask, causal=True), key_norms)

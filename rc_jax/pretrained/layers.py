@@ -18,7 +18,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from rc_jax.routers.routing import Routing, masked_softmax
+from rc_jax import routers
+from rc_jax.routers.routing import Routing
 
 
 @flax.struct.dataclass
@@ -74,56 +75,41 @@ def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax
   return y if bias is None else y + bias
 
 
-def split_heads(x: jax.Array, n_heads: int) -> jax.Array:
-  """`[B, T, H*K] -> [B, H, T, K]`."""
-  b, t, d = x.shape
-  return x.reshape(b, t, n_heads, d // n_heads).transpose(0, 2, 1, 3)
-
-
-def merge_heads(x: jax.Array) -> jax.Array:
-  """`[B, H, T, K] -> [B, T, H*K]`."""
-  b, h, t, k = x.shape
-  return x.transpose(0, 2, 1, 3).reshape(b, t, h * k)
-
-
-def attention_masks(token_mask: jax.Array, causal: bool) -> tuple[jax.Array, jax.Array]:
-  """Softmax admissibility and the `Routing` mask from a `[B, T]` padding mask (1 = real token).
-
-  Returns:
-    allowed `[B, 1, T, T]`: sources each target's softmax runs over (real sources, causal if asked),
-    as Hugging Face masks them; routing_mask `[B, 1, T, T]`: `allowed` restricted to real targets.
-  """
+def routing_mask(token_mask: jax.Array, causal: bool) -> jax.Array:
+  """Bool `[B, 1, T, T]`: real target i may use real source j (and j <= i if `causal`)."""
   real = token_mask.astype(bool)
-  t = real.shape[-1]
-  allowed = jnp.broadcast_to(real[:, None, None, :], (real.shape[0], 1, t, t))
+  mask = real[:, None, :, None] & real[:, None, None, :]
   if causal:
-    allowed = allowed & jnp.tril(jnp.ones((t, t), bool))
-  return allowed, allowed & real[:, None, :, None]
+    mask = mask & jnp.tril(jnp.ones((real.shape[-1],) * 2, bool))
+  return mask
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array,
-              routing_mask: jax.Array, scale: float) -> tuple[jax.Array, Routing]:
-  """Softmax attention `softmax(scale * q.k) v` with its `Routing`.
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, token_mask: jax.Array, causal: bool,
+              scale: float) -> tuple[jax.Array, Routing]:
+  """`routers.softmax_attention` with scores `scale * q.k`, over the real tokens of each sequence.
 
   Args:
     q, k, v: `[B, H, T, K]`.
-    allowed: bool `[B, 1, T, T]`, the sources each target's softmax runs over.
-    routing_mask: bool `[B, 1, T, T]`, stored as the routing mask (padding targets excluded).
-    scale: multiplier of the dot products.
+    token_mask: `[B, T]`, 1 for real tokens, 0 for padding.
+    causal: decoder (True) or encoder (False) attention.
+    scale: multiplier of the dot products (`1/sqrt(K)`, or GPT-2's per-layer variant).
 
   Returns:
-    `out [B, H, T, K]` and the `Routing`. Rows of padding targets hold what Hugging Face computes:
-    the padding token attending to the real sources it may see, or, for a target with no admissible
-    source (left padding in a causal model), uniform weights `1/T` over all sources; their mask rows
-    are all False so metrics ignore them. Padding sources get weight 0 from every target.
+    `out [B, H, T, K]` and the `Routing` (module docstring). Padding sources get weight 0 from every
+    target. The mask rows of padding targets are all False, so metrics ignore them, while their
+    weights hold what Hugging Face computes: the padding token attending to the real sources it may
+    see or, with none (left padding in a decoder), uniform weights `1/T` over all sources.
   """
-  scores = jnp.einsum("bhtk,bhsk->bhts", q, k).astype(jnp.float32) * scale
-  weights = masked_softmax(scores, allowed)
-  has_source = jnp.any(allowed, axis=-1, keepdims=True)
-  weights = jnp.where(has_source, weights, 1.0 / weights.shape[-1])
-  out = jnp.einsum("bhts,bhsk->bhtk", weights.astype(v.dtype), v)
-  key_norms = jnp.linalg.norm(k.astype(jnp.float32), axis=-1)
-  return out, Routing(weights=weights, mask=routing_mask, key_norms=key_norms)
+  real = token_mask.astype(bool)
+  q32, k32, v32 = (x.astype(jnp.float32) for x in (q, k, v))  # softmax in float32, as HF does
+  q_scaled = q32 * (scale * math.sqrt(q.shape[-1]))  # "dot" divides by sqrt(K)
+  out, routing = routers.softmax_attention(q_scaled, k32, v32, causal=causal,
+                                           mask=real[:, None, None, :])
+  has_source = jnp.any(routing.mask, axis=-1, keepdims=True)
+  weights = jnp.where(has_source, routing.weights, 1.0 / q.shape[-2])
+  out = jnp.where(has_source, out, jnp.mean(v32, axis=-2, keepdims=True))
+  return out.astype(v.dtype), Routing(weights=weights, mask=routing_mask(token_mask, causal),
+                                      key_norms=routing.key_norms)
 
 
 def stack_outputs(embeddings: jax.Array, layer_hidden: jax.Array, last_hidden: jax.Array,

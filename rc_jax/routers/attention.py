@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from rc_jax.routers import brake as brake_lib
@@ -48,3 +49,17 @@ def softmax_attention(q, k, v, *, brake=0.0, causal: bool = True, score: str = "
   weights = masked_softmax(logits, admissible)
   out = jnp.einsum("...ts,...sd->...td", weights, v)
   return out, Routing(weights=weights, mask=admissible, key_norms=key_norms)
+
+
+def split_heads(x_BxTxD: jax.Array, n_heads: int) -> jax.Array:
+  """`[B, T, H*K] -> [B, H, T, K]`."""
+  b, t, d = x_BxTxD.shape
+  if d % n_heads:
+    raise ValueError(f"width {d} is not divisible by n_heads={n_heads}")
+  return x_BxTxD.reshape(b, t, n_heads, d // n_heads).transpose(0, 2, 1, 3)
+
+
+def merge_heads(x_BxHxTxK: jax.Array) -> jax.Array:
+  """`[B, H, T, K] -> [B, T, H*K]`."""
+  b, h, t, k = x_BxHxTxK.shape
+  return x_BxHxTxK.transpose(0, 2, 1, 3).reshape(b, t, h * k)
