@@ -65,7 +65,7 @@ def main(argv):
   result = sweep.run_sweep(config, workdir)
   summary = result.timings
   print(f"{len(result.runs)} runs done in {summary['total_s']:.1f}s "
-        f"(compile {summary['compile_init_s'] + summary['compile_chunk_s']:.1f}s)")
+        f"(compile + first chunk {summary['compile_init_s'] + summary['compile_chunk_s']:.1f}s)")
   for name, path in sorted(result.paths.items()):
     print(f"  {name}: {path}")
 

@@ -38,7 +38,8 @@ class SweepResult(NamedTuple):
   logs: dict[str, np.ndarray]   # [R, K] or [R, K, L], host arrays, padding removed
   state: Any                    # final run-batched TrainState, [n_devices, runs_per_device, ...]
   paths: dict[str, str]         # output files written
-  timings: dict[str, float]
+  timings: dict[str, float]     # compile_init_s; compile_chunk_s (first chunk run by this call,
+                                # compilation included); train_s (the other chunks); total_s
 
 
 def config_fingerprint(config) -> str:
@@ -122,12 +123,6 @@ def _unlayout(tree, n_runs: int):
   return jax.tree.map(one, tree)
 
 
-def _concat_logs(first: dict, chunks: list[dict]) -> dict[str, np.ndarray]:
-  """Per-run logs `[R, K, ...]` from the step-0 point `[R, ...]` and chunk logs `[R, blocks, ...]`."""
-  return {name: np.concatenate([first[name][:, None]] + [c[name] for c in chunks], axis=1)
-          for name in first}
-
-
 def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=config.checkpoint.max_to_keep, create=True)
   return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
@@ -187,54 +182,44 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
   if latest is None:
     t0 = time.perf_counter()
     state, first = compiled.init(key_data, hparams)
-    first = _unlayout(first, len(runs))
+    history = {name: value[:, None] for name, value in _unlayout(first, len(runs)).items()}
     timings["compile_init_s"] = time.perf_counter() - t0
-    chunk_logs, chunks_done = [], 0
+    chunks_done = 0
   else:
     abstract = jax.eval_shape(compiled.init, key_data, hparams)[0]
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=compiled.sharding), abstract)
-    state, saved_logs, chunks_done = _restore(manager, latest, abstract)
-    first = {k: v[:, 0] for k, v in saved_logs.items()}
-    chunk_logs = [{k: v[:, 1:] for k, v in saved_logs.items()}]
+    state, history, chunks_done = _restore(manager, latest, abstract)
     logging.info("resumed %s from chunk %d/%d", workdir, chunks_done, trainer.n_chunks)
 
-  steps_per_chunk = config.train.chunk_steps
-  for chunk_index in range(chunks_done, trainer.n_chunks):
-    if stop_after_chunks is not None and chunk_index >= stop_after_chunks:
-      break
+  last_chunk = trainer.n_chunks if stop_after_chunks is None else min(stop_after_chunks,
+                                                                      trainer.n_chunks)
+  for chunk_index in range(chunks_done, last_chunk):
     t0 = time.perf_counter()
-    state, logs = compiled.chunk(state, hparams)
-    chunk_logs.append(_unlayout(logs, len(runs)))
+    state, chunk_logs = compiled.chunk(state, hparams)
+    chunk_logs = _unlayout(chunk_logs, len(runs))
     elapsed = time.perf_counter() - t0
-    if chunk_index == chunks_done and timings["compile_chunk_s"] == 0.0:
-      timings["compile_chunk_s"] = elapsed  # first call: compile + one chunk
-    else:
-      timings["train_s"] += elapsed
-    all_logs = _concat_logs(first, chunk_logs)
+    timings["compile_chunk_s" if chunk_index == chunks_done else "train_s"] += elapsed
+    history = {name: np.concatenate([history[name], chunk_logs[name]], axis=1) for name in history}
     manager.save(chunk_index + 1, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), logs=ocp.args.StandardSave(all_logs),
+        state=ocp.args.StandardSave(state), logs=ocp.args.StandardSave(history),
         meta=ocp.args.JsonSave({"fingerprint": fingerprint, "chunks_done": chunk_index + 1})))
-    done = chunk_index + 1
-    rate = len(runs) * steps_per_chunk / max(elapsed, 1e-9)
-    eta = (trainer.n_chunks - done) * elapsed
     logging.info("step %d/%d | %d runs | %.0f run-steps/s | ETA %.0fs",
-                 done * steps_per_chunk, config.train.steps, len(runs), rate, eta)
+                 (chunk_index + 1) * config.train.chunk_steps, config.train.steps, len(runs),
+                 len(runs) * config.train.chunk_steps / elapsed,
+                 (trainer.n_chunks - chunk_index - 1) * elapsed)
   manager.wait_until_finished()
   manager.close()
 
-  finished = len(chunk_logs) and _concat_logs(first, chunk_logs)["step"].shape[1] == len(
-      trainer.logged_steps)
-  if not finished:
+  if history["step"].shape[1] < len(trainer.logged_steps):  # stopped early: no outputs yet
     return SweepResult(runs, {}, state, {}, timings)
-  logs = _concat_logs(first, chunk_logs)
   timings["total_s"] = time.perf_counter() - t_start
   onset = {"metric": config.metrics.onset_metric, "threshold": config.metrics.onset_threshold,
            "layer_reduce": config.metrics.onset_layer_reduce}
   extra = {"timings": timings, "devices": n_devices, "execution": config.execution.to_dict(),
            "fingerprint": fingerprint}
-  paths = outputs.write_all(workdir, runs, logs, onset, extra)
-  return SweepResult(runs, logs, state, paths, timings)
+  paths = outputs.write_all(workdir, runs, history, onset, extra)
+  return SweepResult(runs, history, state, paths, timings)
 
 
 def _write_json(path: str, payload: dict) -> None:
