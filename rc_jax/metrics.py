@@ -64,6 +64,18 @@ def sink_mass(routing: Routing, reduce: bool = True) -> jax.Array:
   return _reduce(received_mass(routing)[..., 0], reduce)
 
 
+def sink_excess(routing: Routing, reduce: bool = True) -> jax.Array:
+  """`alpha_0 / u_0`: the sink mass over what uniform routing would put on source 0.
+
+  `u_0` is the mean of `1/|M_i|` over the targets that may use source 0, so uniform routing gives
+  exactly 1 whatever the mask (causal tokens, earlier layers): a threshold on it means the same for
+  every router.
+  """
+  _, mask = _weights_and_mask(routing)
+  uniform0 = _uniform_share(mask)[..., 0]
+  return _reduce(received_mass(routing)[..., 0] / uniform0, reduce)
+
+
 def sink_rate(routing: Routing, eps: float = 0.3, reduce: bool = True) -> jax.Array:
   """Fraction of (leading) indices whose `alpha_0 > eps` (Gu et al. 2025; eps = 0.3)."""
   alpha0 = received_mass(routing)[..., 0]
@@ -201,6 +213,7 @@ def collapse_metrics(routing: Routing, x: jax.Array | None = None, *, eps: float
   top, uniform = top_source_weight(routing)
   out = {
       "sink_mass": sink_mass(routing),
+      "sink_excess": sink_excess(routing),
       "sink_rate": sink_rate(routing, eps),
       "top_source_weight": top,
       "top_source_uniform": uniform,

@@ -61,6 +61,8 @@ class MetricsHandBuiltTest(parameterized.TestCase):
     routing = Routing(weights=weights, mask=jnp.tril(jnp.ones((t, t), bool)), key_norms=jnp.ones((2, t)))
     self.assertEqual(float(metrics.sink_rate(routing)), 1.0)
     self.assertAlmostEqual(float(metrics.sink_mass(routing)), 1.0, places=6)
+    np.testing.assert_allclose(metrics.sink_excess(routing), 1.0 / np.mean(1 / np.arange(1, t + 1)),
+                               rtol=1e-5)
     self.assertAlmostEqual(float(metrics.routing_entropy(routing)), 0.0, places=6)
     self.assertEqual(float(metrics.hub_count(routing)), 1.0)
 
@@ -70,6 +72,7 @@ class MetricsHandBuiltTest(parameterized.TestCase):
     np.testing.assert_allclose(alpha0, np.mean(1 / np.arange(1, 65)), rtol=1e-5)
     self.assertAlmostEqual(alpha0, 0.074, places=3)
     self.assertEqual(float(metrics.sink_rate(routing)), 0.0)
+    np.testing.assert_allclose(metrics.sink_excess(routing), 1.0, rtol=1e-5)
     top, baseline = metrics.top_source_weight(routing)
     np.testing.assert_allclose(top, baseline, rtol=1e-6)
     np.testing.assert_allclose(metrics.routing_entropy(routing), 1.0, rtol=1e-5)
@@ -170,7 +173,7 @@ class MetricsReferenceTest(parameterized.TestCase):
     x = jax.random.normal(jax.random.key(7), (2, 3, 6, 4))
     bundle = jax.jit(metrics.collapse_metrics)(routing, x)
     self.assertEqual(set(bundle), {
-        "sink_mass", "sink_rate", "top_source_weight", "top_source_uniform", "routing_entropy",
+        "sink_mass", "sink_excess", "sink_rate", "top_source_weight", "top_source_uniform", "routing_entropy",
         "hub_count", "key_norm_cv", "key_norm_log_spread", "norm_mass_correlation",
         "effective_rank", "rank_collapse_residual", "massive_activation_ratio"})
     for name, value in bundle.items():

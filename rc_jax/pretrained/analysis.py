@@ -25,7 +25,7 @@ from rc_jax import metrics
 from rc_jax.pretrained.probe import Batch
 from rc_jax.routers.routing import Routing
 
-ROUTING_METRICS = ("sink_rate", "sink_mass", "top_source_weight", "top_source_uniform",
+ROUTING_METRICS = ("sink_rate", "sink_mass", "sink_excess", "top_source_weight", "top_source_uniform",
                    "routing_entropy", "hub_count", "key_norm_cv", "key_norm_log_spread",
                    "norm_mass_correlation")
 HIDDEN_METRICS = ("effective_rank", "rank_collapse_residual", "massive_activation_ratio")
@@ -83,6 +83,7 @@ def _routing_metrics(routing: Routing) -> dict[str, jax.Array]:
   return {
       "sink_rate": metrics.sink_rate(routing, reduce=False),
       "sink_mass": metrics.sink_mass(routing, reduce=False),
+      "sink_excess": metrics.sink_excess(routing, reduce=False),
       "top_source_weight": top,
       "top_source_uniform": uniform,
       "routing_entropy": metrics.routing_entropy(routing, reduce=False),
