@@ -20,7 +20,7 @@ import jax
 
 from rc_jax.pretrained import layers
 from rc_jax.routers.attention import merge_heads, split_heads
-from rc_jax.pretrained.loading import LAYERS, TensorSpec, config_value
+from rc_jax.pretrained.loading import LAYERS, TensorSpec, config_value, width_and_heads
 
 MODEL_TYPE = "bert"
 PREFIXES = ("", "bert.")
@@ -44,11 +44,7 @@ class Config:
 
   @classmethod
   def from_hf(cls, hf: dict[str, Any], where: str) -> "Config":
-    hidden = int(config_value(hf, ("hidden_size",), where))
-    heads = int(config_value(hf, ("num_attention_heads",), where))
-    if hidden % heads:
-      raise ValueError(f"{where}: hidden_size={hidden} is not divisible by "
-                       f"num_attention_heads={heads}")
+    hidden, heads = width_and_heads(hf, where)
     position_type = config_value(hf, ("position_embedding_type",), where, "absolute")
     if position_type != "absolute":
       raise ValueError(f"{where}: position_embedding_type {position_type!r} is not supported "

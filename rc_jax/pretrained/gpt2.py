@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from rc_jax.pretrained import layers
 from rc_jax.routers.attention import merge_heads, split_heads
-from rc_jax.pretrained.loading import LAYERS, TensorSpec, config_value
+from rc_jax.pretrained.loading import LAYERS, TensorSpec, config_value, width_and_heads
 
 MODEL_TYPE = "gpt2"
 PREFIXES = ("", "transformer.")
@@ -46,10 +46,7 @@ class Config:
 
   @classmethod
   def from_hf(cls, hf: dict[str, Any], where: str) -> "Config":
-    hidden = int(config_value(hf, ("n_embd", "hidden_size"), where))
-    heads = int(config_value(hf, ("n_head", "num_attention_heads"), where))
-    if hidden % heads:
-      raise ValueError(f"{where}: n_embd={hidden} is not divisible by n_head={heads}")
+    hidden, heads = width_and_heads(hf, where)
     return cls(
         vocab_size=int(config_value(hf, ("vocab_size",), where)),
         max_positions=int(config_value(hf, ("n_positions", "n_ctx", "max_position_embeddings"),

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from rc_jax.pretrained import layers
 from rc_jax.routers.attention import merge_heads, split_heads
-from rc_jax.pretrained.loading import LAYERS, TensorSpec, config_value
+from rc_jax.pretrained.loading import LAYERS, TensorSpec, config_value, width_and_heads
 from rc_jax.routers.scores import apply_rope
 
 MODEL_TYPE = "gpt_neox"
@@ -50,11 +50,7 @@ class Config:
 
   @classmethod
   def from_hf(cls, hf: dict[str, Any], where: str) -> "Config":
-    hidden = int(config_value(hf, ("hidden_size",), where))
-    heads = int(config_value(hf, ("num_attention_heads",), where))
-    if hidden % heads:
-      raise ValueError(f"{where}: hidden_size={hidden} is not divisible by "
-                       f"num_attention_heads={heads}")
+    hidden, heads = width_and_heads(hf, where)
     rope = dict(config_value(hf, ("rope_parameters", "rope_scaling"), where, {}))
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type != "default":

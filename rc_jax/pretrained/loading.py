@@ -92,6 +92,16 @@ def config_value(config: dict[str, Any], names: Iterable[str], where: str,
   return default
 
 
+def width_and_heads(config: dict[str, Any], where: str) -> tuple[int, int]:
+  """`(hidden_size, num_heads)` under either naming (GPT-2's `n_embd`/`n_head` or the newer one),
+  checked to split into equal heads."""
+  hidden = int(config_value(config, ("n_embd", "hidden_size"), where))
+  heads = int(config_value(config, ("n_head", "num_attention_heads"), where))
+  if hidden % heads:
+    raise ValueError(f"{where}: hidden size {hidden} is not divisible by the {heads} heads")
+  return hidden, heads
+
+
 def weight_files(path: str) -> list[str]:
   """The safetensors files of a checkpoint, from its index when sharded."""
   indexes = sorted(glob.glob(os.path.join(path, "*.safetensors.index.json")))
