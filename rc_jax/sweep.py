@@ -169,7 +169,8 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
   latest = manager.latest_step()
   if latest is not None:
     _check_fingerprint(manager, latest, fingerprint)
-  _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  with outputs.atomic_open(os.path.join(workdir, "config.json")) as f:
+    json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
 
   trainer, compiled = compiled_for(config, devices)
   n_devices = compiled.sharding.mesh.size
@@ -220,13 +221,6 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
            "fingerprint": fingerprint}
   paths = outputs.write_all(workdir, runs, history, onset, extra)
   return SweepResult(runs, history, state, paths, timings)
-
-
-def _write_json(path: str, payload: dict) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=2, sort_keys=True, default=str)
-  os.replace(tmp, path)
 
 
 def single_run(trainer: Trainer, seed: int, hparams: dict):

@@ -7,7 +7,6 @@ built only when `with_routing=True` (under jit the unused O(T^2) kernels are dro
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from rc_jax import routers

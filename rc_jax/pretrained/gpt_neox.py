@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from rc_jax.pretrained import layers
-from rc_jax.routers.attention import merge_heads, split_heads
+from rc_jax.routers.attention import merge_heads
 from rc_jax.pretrained.loading import LAYERS, TensorSpec, config_value, width_and_heads
 from rc_jax.routers.scores import apply_rope
 
