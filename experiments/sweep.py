@@ -62,7 +62,10 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietOrbax())
   workdir = _WORKDIR.value or _default_workdir(config)
   logging.info("sweep of %d runs into %s", len(config_lib.run_grid(config)), workdir)
-  result = sweep.run_sweep(config, workdir)
+  try:
+    result = sweep.run_sweep(config, workdir)
+  except sweep.WorkdirError as err:
+    _fail(err)
   summary = result.timings
   print(f"{len(result.runs)} runs done in {summary['total_s']:.1f}s "
         f"(compile + first chunk {summary['compile_init_s'] + summary['compile_chunk_s']:.1f}s)")

@@ -129,19 +129,43 @@ def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
                                options=options)
 
 
-def _check_fingerprint(manager: ocp.CheckpointManager, step: int, fingerprint: str) -> None:
-  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-  if meta["fingerprint"] != fingerprint:
-    raise ValueError(
+class WorkdirError(ValueError):
+  """A workdir that cannot be resumed: checkpoints of another config or layout, or unreadable."""
+
+
+def _unreadable(manager: ocp.CheckpointManager, step: int, err: Exception) -> WorkdirError:
+  reason = (str(err).strip().splitlines() or [""])[0][:200]
+  return WorkdirError(
+      f"checkpoint {os.path.join(str(manager.directory), str(step))} is unreadable "
+      f"({type(err).__name__}: {reason}); delete that directory to resume from an earlier "
+      f"checkpoint, or use a fresh --workdir")
+
+
+def _check_resumable(manager: ocp.CheckpointManager, step: int, fingerprint: str,
+                     n_devices: int) -> None:
+  try:
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    saved_fingerprint, saved_devices = meta["fingerprint"], meta["devices"]
+  except Exception as err:  # pylint: disable=broad-except  (any corruption is reported alike)
+    raise _unreadable(manager, step, err) from err
+  if saved_fingerprint != fingerprint:
+    raise WorkdirError(
         f"{manager.directory} holds checkpoints of a different config (fingerprint "
-        f"{meta['fingerprint']} != {fingerprint}); use a fresh --workdir")
+        f"{saved_fingerprint} != {fingerprint}); use a fresh --workdir")
+  if saved_devices != n_devices:
+    raise WorkdirError(
+        f"{manager.directory} was written sharded over {saved_devices} devices, this process has "
+        f"{n_devices}; resume with the same device count or use a fresh --workdir")
 
 
 def _restore(manager: ocp.CheckpointManager, step: int, abstract_state):
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state),
-      logs=ocp.args.StandardRestore(),
-      meta=ocp.args.JsonRestore()))
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        logs=ocp.args.StandardRestore(),
+        meta=ocp.args.JsonRestore()))
+  except Exception as err:  # pylint: disable=broad-except
+    raise _unreadable(manager, step, err) from err
   logs = {name: np.asarray(value) for name, value in restored.logs.items()}
   return restored.state, logs, restored.meta["chunks_done"]
 
@@ -153,7 +177,7 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
   Args:
     config: a validated sweep config (`config_lib.validate`).
     workdir: output directory; resumes from `workdir/checkpoints` if it holds a checkpoint of the
-      same config.
+      same config (else `WorkdirError`, also for an unreadable checkpoint).
     stop_after_chunks: stop (after checkpointing) once this many chunks are done in total; outputs
       are then not written. For pausing long sweeps, and for tests of resumption.
     devices: devices to shard the run axis over (default: all).
@@ -168,7 +192,7 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
   manager = _checkpoint_manager(workdir, config)
   latest = manager.latest_step()
   if latest is not None:
-    _check_fingerprint(manager, latest, fingerprint)
+    _check_resumable(manager, latest, fingerprint, len(jax.devices() if devices is None else devices))
   with outputs.atomic_open(os.path.join(workdir, "config.json")) as f:
     json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
 
@@ -204,7 +228,8 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
     history = {name: np.concatenate([history[name], chunk_logs[name]], axis=1) for name in history}
     manager.save(chunk_index + 1, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), logs=ocp.args.StandardSave(history),
-        meta=ocp.args.JsonSave({"fingerprint": fingerprint, "chunks_done": chunk_index + 1})))
+        meta=ocp.args.JsonSave({"fingerprint": fingerprint, "chunks_done": chunk_index + 1,
+                                "devices": n_devices})))
     logging.info("step %d/%d | %d runs | %.0f run-steps/s | ETA %.0fs",
                  (chunk_index + 1) * config.train.chunk_steps, config.train.steps, len(runs),
                  len(runs) * config.train.chunk_steps / elapsed,

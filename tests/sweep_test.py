@@ -112,8 +112,25 @@ class SweepTest(absltest.TestCase):
       sweep.run_sweep(self.config, workdir, stop_after_chunks=1)
       other = _tiny_config()
       other.sweep.brakes = (0.0, 0.25)
-      with self.assertRaisesRegex(ValueError, "different config"):
+      with self.assertRaisesRegex(sweep.WorkdirError, "different config"):
         sweep.run_sweep(other, workdir)
+
+  def test_corrupt_checkpoint_is_a_clear_error(self):
+    with tempfile.TemporaryDirectory() as workdir:
+      sweep.run_sweep(self.config, workdir, stop_after_chunks=1)
+      step_dir = os.path.join(workdir, "checkpoints", "1")
+      for root, _, files in os.walk(os.path.join(step_dir, "state")):
+        for name in files:
+          with open(os.path.join(root, name), "wb") as f:
+            f.write(b"garbage")
+      with self.assertRaisesRegex(sweep.WorkdirError, "checkpoints/1 is unreadable"):
+        sweep.run_sweep(self.config, workdir)
+
+  def test_resuming_on_another_device_count_is_refused(self):
+    with tempfile.TemporaryDirectory() as workdir:
+      sweep.run_sweep(self.config, workdir, stop_after_chunks=1)
+      with self.assertRaisesRegex(sweep.WorkdirError, "4 devices"):
+        sweep.run_sweep(self.config, workdir, devices=jax.devices()[:1])
 
   def test_bad_config_writes_nothing(self):
     config = _tiny_config()
