@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from rc_jax import routers
-from rc_jax.models.mixers import MLP, AttentionMixer
+from rc_jax.models.mixers import MLP, AttentionMixer, TokenEmbedding
 from rc_jax.models.output import ModelOutput
 
 
@@ -41,9 +41,7 @@ class AttnResLM(nn.Module):
   @nn.compact
   def __call__(self, tokens_BxT, brake, *, with_routing: bool = False):
     cfg = self.model_config
-    v = nn.Embed(self.vocab_size, cfg.width, name="embed")(tokens_BxT)
-    if cfg.positions == "learned":
-      v = v + self.param("pos_embed", nn.initializers.normal(0.02), (tokens_BxT.shape[1], cfg.width))
+    v = TokenEmbedding(self.vocab_size, cfg.width, cfg.positions, name="embed")(tokens_BxT)
     sources = [v, AttnResLayer(cfg, name="layer_0")(v)]  # layer 0 reads the embedding alone
     routings, hidden = [], []
     for layer in range(1, cfg.depth + 1):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from rc_jax.models.mixers import MLP, make_mixer
+from rc_jax.models.mixers import MLP, TokenEmbedding, make_mixer
 from rc_jax.models.output import ModelOutput
 
 
@@ -37,9 +37,7 @@ class RouterLM(nn.Module):
   @nn.compact
   def __call__(self, tokens_BxT, brake, *, with_routing: bool = False):
     cfg = self.model_config
-    x = nn.Embed(self.vocab_size, cfg.width, name="embed")(tokens_BxT)
-    if cfg.positions == "learned":
-      x = x + self.param("pos_embed", nn.initializers.normal(0.02), (tokens_BxT.shape[1], cfg.width))
+    x = TokenEmbedding(self.vocab_size, cfg.width, cfg.positions, name="embed")(tokens_BxT)
     routings, hidden = [], []
     for layer in range(cfg.depth):
       x, routing = Block(self.mixer_kind, cfg, name=f"block_{layer}")(

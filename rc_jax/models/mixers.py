@@ -78,6 +78,22 @@ class RWKVMixer(nn.Module):
     return nn.Dense(d, use_bias=False, name="out")(y), routing if with_routing else None
 
 
+class TokenEmbedding(nn.Module):
+  """`embed(tokens [B, T]) -> [B, T, width]`, plus learned positions if `positions == "learned"`."""
+
+  vocab_size: int
+  width: int
+  positions: str
+
+  @nn.compact
+  def __call__(self, tokens_BxT):
+    x = nn.Embed(self.vocab_size, self.width, name="tokens")(tokens_BxT)
+    if self.positions == "learned":
+      x = x + self.param("positions", nn.initializers.normal(0.02),
+                         (tokens_BxT.shape[1], self.width))
+    return x
+
+
 class MLP(nn.Module):
   ratio: int = 4
 

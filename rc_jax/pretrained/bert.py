@@ -20,7 +20,8 @@ import jax
 
 from rc_jax.pretrained import layers
 from rc_jax.routers.attention import merge_heads, split_heads
-from rc_jax.pretrained.loading import LAYERS, TensorSpec, config_value, width_and_heads
+from rc_jax.pretrained.loading import (LAYERS, ArchitectureConfig, TensorSpec, config_value,
+                                      width_and_heads)
 
 MODEL_TYPE = "bert"
 PREFIXES = ("", "bert.")
@@ -28,18 +29,9 @@ PROBE_TENSOR = "embeddings.word_embeddings.weight"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(ArchitectureConfig):
   """The fields of a BERT `config.json` the forward needs (hashable: a static jit argument)."""
 
-  vocab_size: int
-  max_positions: int
-  hidden_size: int
-  num_layers: int
-  num_heads: int
-  intermediate_size: int
-  activation: str
-  layer_norm_eps: float
-  initializer_range: float
   type_vocab_size: int
 
   @classmethod

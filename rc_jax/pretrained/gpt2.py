@@ -21,7 +21,8 @@ import jax.numpy as jnp
 
 from rc_jax.pretrained import layers
 from rc_jax.routers.attention import merge_heads, split_heads
-from rc_jax.pretrained.loading import LAYERS, TensorSpec, config_value, width_and_heads
+from rc_jax.pretrained.loading import (LAYERS, ArchitectureConfig, TensorSpec, config_value,
+                                      width_and_heads)
 
 MODEL_TYPE = "gpt2"
 PREFIXES = ("", "transformer.")
@@ -29,18 +30,9 @@ PROBE_TENSOR = "wte.weight"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(ArchitectureConfig):
   """The fields of a GPT-2 `config.json` the forward needs (hashable: a static jit argument)."""
 
-  vocab_size: int
-  max_positions: int
-  hidden_size: int
-  num_layers: int
-  num_heads: int
-  intermediate_size: int
-  activation: str
-  layer_norm_eps: float
-  initializer_range: float
   scale_attn_weights: bool
   scale_attn_by_inverse_layer_idx: bool
 

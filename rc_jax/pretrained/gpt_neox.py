@@ -22,7 +22,8 @@ import jax.numpy as jnp
 
 from rc_jax.pretrained import layers
 from rc_jax.routers.attention import merge_heads
-from rc_jax.pretrained.loading import LAYERS, TensorSpec, config_value, width_and_heads
+from rc_jax.pretrained.loading import (LAYERS, ArchitectureConfig, TensorSpec, config_value,
+                                      width_and_heads)
 from rc_jax.routers.scores import apply_rope
 
 MODEL_TYPE = "gpt_neox"
@@ -31,18 +32,9 @@ PROBE_TENSOR = "embed_in.weight"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(ArchitectureConfig):
   """The fields of a GPT-NeoX `config.json` the forward needs (hashable: a static jit argument)."""
 
-  vocab_size: int
-  max_positions: int
-  hidden_size: int
-  num_layers: int
-  num_heads: int
-  intermediate_size: int
-  activation: str
-  layer_norm_eps: float
-  initializer_range: float
   rotary_dim: int
   rotary_base: float
   use_parallel_residual: bool

@@ -92,6 +92,24 @@ def config_value(config: dict[str, Any], names: Iterable[str], where: str,
   return default
 
 
+@dataclasses.dataclass(frozen=True)
+class ArchitectureConfig:
+  """Fields every architecture's forward needs; each architecture's `Config` adds its own.
+
+  Frozen and hashable: configs are static jit arguments.
+  """
+
+  vocab_size: int
+  max_positions: int
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  intermediate_size: int
+  activation: str
+  layer_norm_eps: float
+  initializer_range: float
+
+
 def width_and_heads(config: dict[str, Any], where: str) -> tuple[int, int]:
   """`(hidden_size, num_heads)` under either naming (GPT-2's `n_embd`/`n_head` or the newer one),
   checked to split into equal heads."""
