@@ -4,7 +4,12 @@ A config (`ml_collections.ConfigDict`) has these sections:
 
   router      "attention" | "graph" | "ssm" | "rwkv" | "depth"
   model       width, depth, n_heads, mlp_ratio, score, positions, state_size, expand, selective,
-              ssm_backend, max_hops
+              ssm_backend, max_hops; content (False: the router's content score is removed, the
+              positional-prior null model); switches that close or open escape routes:
+              normalise ("softmax" | "sigmoid", attention), brake_slopes ("shared" | "alibi",
+              attention), conv_width (SSM depthwise conv, 0 = off), dt_rank (SSM low-rank Delta,
+              0 = ceil(width / 16) as in Mamba), gate (SSM output gate / RWKV sigma(r)),
+              token_shift and bonus (RWKV)
   task        name (+ its sizes and options), seed (fixes the task and the probe batch)
   train       steps, chunk_steps (checkpoint interval), log_every, b1, b2, weight_decay, grad_clip,
               warmup_steps
@@ -30,7 +35,9 @@ from rc_jax.problem import ROUTERS
 
 PRESETS = ("tiny", "cpu", "paper")
 EXECUTION_MODES = ("vmap", "map", "sequential")
-SCORES = ("dot", "distance", "cosine", "gat")
+SCORES = ("dot", "distance", "cosine", "gat", "gatv2")
+NORMALISATIONS = ("softmax", "sigmoid")
+BRAKE_SLOPES = ("shared", "alibi")
 POSITIONS = ("learned", "rope", "none")
 LAYER_REDUCTIONS = ("max", "mean")
 GRAPH_TASKS = ("sbm",)
@@ -43,7 +50,9 @@ def base_config(router: str, preset: str) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.router = router
   c.model = dict(width=32, depth=2, n_heads=4, mlp_ratio=4, score="dot", positions="learned",
-                 state_size=8, expand=2, selective=True, ssm_backend="scan", max_hops=2)
+                 state_size=8, expand=2, selective=True, ssm_backend="scan", max_hops=2,
+                 content=True, normalise="softmax", brake_slopes="shared", conv_width=4, dt_rank=0,
+                 gate=True, token_shift=True, bonus=True)
   c.task = dict(name="bigram_backcopy", vocab_size=32, seq_len=32, batch_size=16,
                 probe_batch_size=8, seed=0, path="", options=dict(n_triggers=3))
   c.train = dict(steps=2000, chunk_steps=500, log_every=50, b1=0.9, b2=0.98, weight_decay=0.0,
@@ -122,8 +131,17 @@ def validate(config) -> None:
   _check_choice(config, "model.positions", POSITIONS)
   _check_choice(config, "execution.mode", EXECUTION_MODES)
   _check_choice(config, "metrics.onset_layer_reduce", LAYER_REDUCTIONS)
-  if config.model.score == "gat" and config.router != "graph":
-    _fail("model.score", '"gat" is only defined for router="graph"')
+  _check_choice(config, "model.normalise", NORMALISATIONS)
+  _check_choice(config, "model.brake_slopes", BRAKE_SLOPES)
+  if config.model.score in ("gat", "gatv2") and config.router != "graph":
+    _fail("model.score", f'"{config.model.score}" is only defined for router="graph"')
+  for name in ("content", "selective", "gate", "token_shift", "bonus"):
+    if not isinstance(config.model[name], bool):
+      _fail(f"model.{name}", f"must be True or False, got {config.model[name]!r}")
+  for name in ("conv_width", "dt_rank"):
+    value = config.model[name]
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+      _fail(f"model.{name}", f"must be an integer >= 0, got {value!r}")
   _check_positive_ints(config.model, "model", ("width", "depth", "n_heads", "mlp_ratio",
                                                "state_size", "expand", "max_hops"))
   if config.model.width % config.model.n_heads:

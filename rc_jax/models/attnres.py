@@ -18,7 +18,7 @@ class AttnResLayer(nn.Module):
   @nn.compact
   def __call__(self, h_BxTxD):
     cfg = self.model_config
-    mixed, _ = AttentionMixer(cfg.n_heads, score="dot", rope=cfg.positions == "rope")(
+    mixed, _, _ = AttentionMixer(cfg.n_heads, score="dot", rope=cfg.positions == "rope")(
         nn.LayerNorm(name="norm_mix")(h_BxTxD), 0.0)
     return mixed + MLP(cfg.mlp_ratio)(nn.LayerNorm(name="norm_mlp")(h_BxTxD + mixed))
 

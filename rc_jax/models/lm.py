@@ -16,18 +16,20 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x, brake, *, with_routing: bool = False):
-    mixed, routing = make_mixer(self.mixer_kind, self.model_config)(
+    """Returns `(x_out, (routing, prior, mixed))`; routing and prior are None without routing."""
+    mixed, routing, prior = make_mixer(self.mixer_kind, self.model_config)(
         nn.LayerNorm(name="norm_mix")(x), brake, with_routing=with_routing)
     x = x + mixed
     x = x + MLP(self.model_config.mlp_ratio)(nn.LayerNorm(name="norm_mlp")(x))
-    return x, routing
+    return x, (routing, prior, mixed)
 
 
 class RouterLM(nn.Module):
   """Token embedding -> `depth` blocks of (router + MLP) -> LayerNorm -> vocabulary logits.
 
-  `__call__(tokens [B, T], brake, with_routing)`; with routing, `hidden` holds the residual stream
-  after each block (`[B, T, D]`) and `routings` each block's routing.
+  `__call__(tokens [B, T], brake, with_routing)`; with routing, `routings` / `priors` hold each
+  block's routing and its content-free prior, `hidden` the residual stream after each block and
+  `routed` the mixer's output before the residual add (`[B, T, D]`).
   """
 
   mixer_kind: str
@@ -38,12 +40,15 @@ class RouterLM(nn.Module):
   def __call__(self, tokens_BxT, brake, *, with_routing: bool = False):
     cfg = self.model_config
     x = TokenEmbedding(self.vocab_size, cfg.width, cfg.positions, name="embed")(tokens_BxT)
-    routings, hidden = [], []
+    routings, priors, hidden, routed = [], [], [], []
     for layer in range(cfg.depth):
-      x, routing = Block(self.mixer_kind, cfg, name=f"block_{layer}")(
+      x, (routing, prior, mixed) = Block(self.mixer_kind, cfg, name=f"block_{layer}")(
           x, brake, with_routing=with_routing)
       if with_routing:
         routings.append(routing)
+        priors.append(prior)
         hidden.append(x)
+        routed.append(mixed)
     logits = nn.Dense(self.vocab_size, use_bias=False, name="unembed")(nn.LayerNorm(name="norm_out")(x))
-    return ModelOutput(logits=logits, routings=tuple(routings), hidden=tuple(hidden))
+    return ModelOutput(logits=logits, routings=tuple(routings), priors=tuple(priors),
+                       hidden=tuple(hidden), routed=tuple(routed))

@@ -1,7 +1,8 @@
 """Flax token mixers: each owns its parameters and calls one pure router with a traced brake.
 
-Every mixer maps `x [B, T, D] -> (y [B, T, D], Routing | None)`; the routing (for the metrics) is
-built only when `with_routing=True` (under jit the unused O(T^2) kernels are dropped anyway).
+Every mixer maps `x [B, T, D] -> (y [B, T, D], routing, prior)`: with `with_routing=True` the
+`Routing` of its router and the content-free prior (the same router with `content=False` on the same
+inputs and brake), else `(y, None, None)` (under jit the unused O(T^2) kernels are dropped anyway).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class AttentionMixer(nn.Module):
       q, k = routers.apply_rope(q, positions), routers.apply_rope(k, positions)
     out, routing = routers.softmax_attention(q, k, v, brake=brake, causal=True, score=self.score)
     y = nn.Dense(d, use_bias=False, name="out")(merge_heads(out))
-    return y, routing if with_routing else None
+    return y, routing if with_routing else None, None  # TODO(prior): content=False routing
 
 
 class SSMMixer(nn.Module):
@@ -55,7 +56,7 @@ class SSMMixer(nn.Module):
     params = self.param("ssm", lambda key: ssm_lib.init_ssm_params(key, inner, self.state_size))
     y, routing = ssm_lib.selective_ssm(nn.silu(u), params, brake=brake, selective=self.selective,
                                        backend=self.backend, return_weights=with_routing)
-    return nn.Dense(d, use_bias=False, name="out")(y * nn.silu(z)), routing
+    return nn.Dense(d, use_bias=False, name="out")(y * nn.silu(z)), routing, None  # TODO(prior)
 
 
 class RWKVMixer(nn.Module):
@@ -75,7 +76,7 @@ class RWKVMixer(nn.Module):
     decay = self.param("decay", lambda _, shape: jnp.linspace(-3.0, 0.0, shape[0]), (d,))
     bonus = self.param("bonus", nn.initializers.zeros, (d,))
     y, routing = routers.rwkv_mixer(r, k, v, jnp.exp(decay), bonus, brake=brake)
-    return nn.Dense(d, use_bias=False, name="out")(y), routing if with_routing else None
+    return nn.Dense(d, use_bias=False, name="out")(y), routing if with_routing else None, None  # TODO(prior)
 
 
 class TokenEmbedding(nn.Module):

@@ -8,9 +8,19 @@ import jax
 
 @flax.struct.dataclass
 class ModelOutput:
-  """`logits [..., n_classes]`; per-layer `routings` (one `Routing` per routed layer) and
-  representations `hidden` (`[B, T, D]` or `[N, D]` each) — empty tuples unless requested."""
+  """What a model returns; every tuple is empty unless `with_routing=True`, else one entry per
+  routed layer (sublayer for AttnRes), in order:
+
+    logits    `[..., n_classes]`
+    routings  the `Routing` of each routed layer
+    priors    its content-free positional prior: the same router on the same inputs and brake with
+              the content score removed (`content=False`), the null the metrics compare against
+    hidden    the representation after the layer (residual stream), `[B, T, D]` or `[N, D]`
+    routed    what the router wrote before any residual add, same shape as `hidden`
+  """
 
   logits: jax.Array
   routings: tuple = ()
+  priors: tuple = ()
   hidden: tuple = ()
+  routed: tuple = ()

@@ -8,6 +8,10 @@ layers), it is summarised by three arrays:
   mask      [..., n_targets, n_sources]  bool, broadcastable to `weights`: which sources a target
                                           may use (causal, neighbourhood, earlier layers).
   key_norms [..., n_sources]             norms of the source keys the content score uses.
+  row_mass  [..., n_targets] or None     un-normalised mass each target reads before the row
+                                          normalisation (non-normalising routers: the SSM kernel,
+                                          sigmoid attention); None for normalising routers, where
+                                          every admissible row carries mass 1.
 
 Leading dims (batch, heads, layers, runs) are free: routers never assume them and metrics average
 over all of them.
@@ -22,11 +26,13 @@ import jax.numpy as jnp
 
 @flax.struct.dataclass
 class Routing:
-  """Routing mass, admissibility mask and source key norms; a pytree (see module docstring)."""
+  """Routing mass, admissibility mask, source key norms and (optionally) the per-row mass read
+  before normalisation; a pytree (see module docstring)."""
 
   weights: jax.Array
   mask: jax.Array
   key_norms: jax.Array
+  row_mass: jax.Array | None = None
 
   @property
   def n_targets(self) -> int:
