@@ -18,7 +18,8 @@ A config (`ml_collections.ConfigDict`) has these sections:
   metrics     sink_eps, hub_factor, onset_metric, onset_threshold, onset_layer_reduce
   checkpoint  max_to_keep
 
-`configs/<router>.py` files call `base_config(router, preset)` and adjust it.
+`configs/<router>.py` files call `sweep_config(router, arg)`: `arg` is a preset optionally followed
+by comma-separated variants (`"cpu,recall,prior"`), each a named set of overrides (`VARIANTS`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+from typing import Callable
 
 import ml_collections
 import numpy as np
@@ -55,9 +57,9 @@ def base_config(router: str, preset: str) -> ml_collections.ConfigDict:
                  gate=True, token_shift=True, bonus=True)
   c.task = dict(name="bigram_backcopy", vocab_size=32, seq_len=32, batch_size=16,
                 probe_batch_size=8, seed=0, path="", options=dict(n_triggers=3))
-  c.train = dict(steps=2000, chunk_steps=500, log_every=50, b1=0.9, b2=0.98, weight_decay=0.0,
+  c.train = dict(steps=1000, chunk_steps=500, log_every=50, b1=0.9, b2=0.98, weight_decay=0.0,
                  grad_clip=1.0, warmup_steps=0)
-  c.sweep = dict(seeds=(0, 1), brakes=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+  c.sweep = dict(seeds=(0, 1, 2), brakes=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
                  learning_rates=(3e-3,))
   c.execution = dict(mode="vmap", chunk=8)
   # onset: some layer's alpha_0 stays above 1.5x what uniform routing would give (sink_excess)
@@ -76,6 +78,64 @@ def base_config(router: str, preset: str) -> ml_collections.ConfigDict:
     c.sweep.update(seeds=(0, 1, 2, 3), brakes=tuple(np.round(np.geomspace(1e-3, 2.0, 15), 4)) + (0.0,),
                    learning_rates=(1e-3, 3e-3))
   return c
+
+
+SEQUENCE_ROUTERS = ("attention", "ssm", "rwkv", "depth")
+
+
+def _set_task(name: str, options) -> Callable:
+  """A variant edit switching the sequence task (`options(config) -> dict` of task options)."""
+  def edit(config):
+    config.task.name = name
+    config.task.options = ml_collections.ConfigDict(options(config))
+  return edit
+
+
+# variant -> (routers it applies to, function editing the config in place)
+VARIANTS = {
+    "backcopy": (SEQUENCE_ROUTERS, _set_task("bigram_backcopy", lambda c: {"n_triggers": 3})),
+    # enough pairs to make retrieval the task, room left for about two queries per pair
+    "recall": (SEQUENCE_ROUTERS, _set_task("associative_recall",
+                                           lambda c: {"n_pairs": max(1, c.task.seq_len // 5)})),
+    "prior": (ROUTERS, lambda c: c.model.update(content=False)),
+    "cosine": (("attention",), lambda c: c.model.update(score="cosine")),
+    "distance": (("attention", "graph"), lambda c: c.model.update(score="distance")),
+    "sigmoid": (("attention",), lambda c: c.model.update(normalise="sigmoid")),
+    "frozen": (("ssm",), lambda c: c.model.update(selective=False)),
+    "noescape": (("ssm", "rwkv"), lambda c: c.model.update(
+        **({"gate": False, "conv_width": 0} if c.router == "ssm" else
+           {"gate": False, "token_shift": False, "bonus": False}))),
+}
+
+
+def parse_config_arg(arg: str | None, default_preset: str = "cpu") -> tuple[str, tuple[str, ...]]:
+  """`"cpu,recall,prior"` -> `("cpu", ("recall", "prior"))`; empty -> the default preset."""
+  parts = [part.strip() for part in (arg or "").split(",")]
+  preset = parts[0] or default_preset
+  return preset, tuple(part for part in parts[1:] if part)
+
+
+def apply_variants(config, variants) -> ml_collections.ConfigDict:
+  """Applies the named `VARIANTS` in order; ValueError naming an unknown or inapplicable one."""
+  for name in variants:
+    if name not in VARIANTS:
+      raise ValueError(f"unknown config variant {name!r}; known: {', '.join(VARIANTS)}")
+    routers, edit = VARIANTS[name]
+    if config.router not in routers:
+      raise ValueError(f"config variant {name!r} applies to {', '.join(routers)}, not "
+                       f"router={config.router!r}")
+    edit(config)
+  return config
+
+
+def sweep_config(router: str, arg: str | None, adjust=None) -> ml_collections.ConfigDict:
+  """`base_config(router, preset)`, then `adjust(config, preset)` (the router's own defaults), then
+  the variants named in `arg` (see `parse_config_arg`)."""
+  preset, variants = parse_config_arg(arg)
+  config = base_config(router, preset)
+  if adjust is not None:
+    adjust(config, preset)
+  return apply_variants(config, variants)
 
 
 def _fail(key: str, message: str):
