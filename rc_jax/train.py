@@ -46,7 +46,7 @@ class Trainer(NamedTuple):
   init: Callable[[jax.Array, dict], tuple[TrainState, Logs]]
   chunk: Callable[[TrainState, dict], tuple[TrainState, Logs]]
   train: Callable[[jax.Array, dict], tuple[TrainState, Logs]]
-  measure: Callable[[Any, dict], Logs]
+  measure: Callable[..., Logs]   # (params, hparams, shuffled=False) -> per-layer metrics
   n_chunks: int
   logged_steps: tuple[int, ...]
 
@@ -75,11 +75,15 @@ def make_train(config) -> Trainer:
       return peak
     return peak * jnp.minimum(1.0, (step + 1) / train_cfg.warmup_steps)
 
-  def measure(params, hparams) -> Logs:
-    out, probe_loss, probe_accuracy = problem.probe(params, hparams["brake"])
-    per_layer = [metrics.collapse_metrics(r, h, eps=metrics_cfg.sink_eps,
+  def measure(params, hparams, shuffled: bool = False) -> Logs:
+    """Collapse metrics per routed layer on the probe batch (`shuffled`: on its shuffled null),
+    each read against the router's content-free prior, plus the probe's loss and accuracy."""
+    out, probe_loss, probe_accuracy = problem.probe(params, hparams["brake"], shuffled)
+    per_layer = [metrics.collapse_metrics(routing, hidden, prior=prior, routed=routed,
+                                          eps=metrics_cfg.sink_eps,
                                           hub_factor=metrics_cfg.hub_factor)
-                 for r, h in zip(out.routings, out.hidden)]
+                 for routing, prior, hidden, routed in zip(out.routings, out.priors, out.hidden,
+                                                           out.routed)]
     logs = {name: jnp.stack([m[name] for m in per_layer]) for name in per_layer[0]}
     logs["probe_loss"] = probe_loss
     logs["probe_accuracy"] = probe_accuracy
