@@ -103,7 +103,7 @@ def load_sweep(workdir: str, label: str | None = None) -> Sweep:
 
 
 def load_sweeps(workdirs: Sequence[str], labels: Sequence[str] | None = None) -> list[Sweep]:
-  """`load_sweep` of each workdir; default labels are directory names (full paths if those clash)."""
+  """`load_sweep` of each workdir; labels default to directory names (full paths if those clash)."""
   if len(workdirs) < 2:
     raise CompareError(f"need at least two workdirs to compare, got {len(workdirs)}")
   if labels:

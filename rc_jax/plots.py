@@ -128,7 +128,6 @@ class Group:
     observed: `[R]` whether the run had an onset.
     finals: name -> `[R]` final values (`outputs.final_values`).
     index: `[R]` the runs' indices in their sweep.
-    color: a matplotlib colour (default: tab10 by position).
   """
   label: str
   brakes: np.ndarray
@@ -136,7 +135,6 @@ class Group:
   observed: np.ndarray
   finals: dict[str, np.ndarray]
   index: np.ndarray
-  color: Any = None
 
 
 def sweep_groups(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any],
@@ -161,7 +159,8 @@ def sweep_groups(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any],
 
 
 def _colors(groups: Sequence[Group]) -> list:
-  return [_color(i) if g.color is None else g.color for i, g in enumerate(groups)]
+  """One tab10 colour per group, in order."""
+  return [_color(i) for i in range(len(groups))]
 
 
 def _per_brake(axis: BrakeAxis, group: Group) -> list[tuple[int, np.ndarray]]:
@@ -199,7 +198,7 @@ def onset_figure(path: str, groups: Sequence[Group], *, budget: float, descripti
     _no_data(top, "no run crossed the threshold")
   high = 1.08 * max([budget, 1.0] + [float(np.max(g.time)) for g in groups])
   top.set_ylim(-0.03 * high, high)
-  top.set_ylabel("onset step")
+  top.set_ylabel("onset step (line: Kaplan-Meier median)")
   top.axhline(budget, color="gray", lw=0.8, ls=":")
   handles = _onset_legend(groups, colors)
   fig.legend(handles=handles, fontsize="small", loc="outside lower center",
@@ -214,13 +213,14 @@ def onset_figure(path: str, groups: Sequence[Group], *, budget: float, descripti
 
 def _onset_group(top, bottom, axis: BrakeAxis, group: Group, color, dx: float) -> None:
   positions, medians, bounds, fractions = [], [], [], []
+  x = axis.positions(group.brakes) + dx
   for p, members in _per_brake(axis, group):
+    x[members] += _offsets(members.size, width=0.12)  # runs side by side, not on top of each other
     stats = outputs.onset_stats(group.time[members], group.observed[members])
     positions.append(p + dx)
     medians.append(np.nan if stats["onset_median"] is None else stats["onset_median"])
     bounds.append(np.nan if stats["onset_median_bound"] is None else stats["onset_median_bound"])
     fractions.append(stats["n_onset"] / members.size)
-  x = axis.positions(group.brakes) + dx
   seen = group.observed
   top.scatter(x[seen], group.time[seen], s=14, color=color, alpha=0.45, lw=0)
   top.scatter(x[~seen], group.time[~seen], s=22, marker="^", facecolors="none", edgecolors=color,
@@ -308,7 +308,7 @@ def _mean_std(ax, axis: BrakeAxis, group: Group, values: np.ndarray, color, dx: 
 
 
 def _seed_mean_grid(values: np.ndarray, rows: np.ndarray, n_rows: int) -> np.ndarray:
-  """Mean over the runs in each row of `values [R, K]` -> `[n_rows, K]` (finite values; else NaN)."""
+  """Mean over the runs in each row of `values [R, K]`: `[n_rows, K]` (finite values, else NaN)."""
   finite = np.where(np.isfinite(values), values, np.nan)
   grid = np.full((n_rows, values.shape[1]), np.nan)
   for row in np.unique(rows):
@@ -408,7 +408,8 @@ def onset_survival(path: str, runs: Sequence[Mapping[str, Any]], logs: Mapping[s
                    onset: Mapping[str, Any]) -> str:
   """Kaplan-Meier curves: fraction of runs without an onset vs step, one line per brake.
 
-  One panel per learning rate; brakes coloured along viridis (legend outside). Each curve runs
+  One panel per learning rate; brakes coloured along viridis (legend outside), drawn from thick
+  (smallest brake) to thin so identical curves stay visible as nested stripes. Each curve runs
   from the first logged step at 1 to the end of follow-up of its runs.
   """
   steps, _ = outputs.onset_series(logs, onset)
@@ -422,7 +423,8 @@ def onset_survival(path: str, runs: Sequence[Mapping[str, Any]], logs: Mapping[s
       km = onsets_lib.kaplan_meier(group.time[members], group.observed[members])
       x = np.concatenate([[steps[0]], km.step, [km.end]])
       y = np.concatenate([[1.0], km.survival, [km.at(km.end)]])
-      ax.step(x, y, where="post", color=cmap(p / max(len(axis) - 1, 1)), lw=1.6, alpha=0.9,
+      share = p / max(len(axis) - 1, 1)
+      ax.step(x, y, where="post", color=cmap(share), lw=4.5 - 3.3 * share,
               label=f"{axis.values[p]:.3g}")
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("training step")

@@ -1,4 +1,4 @@
-"""Sweep output writers: tidy tables, censored onsets, strict JSON summary, figures, atomic writes."""
+"""Sweep outputs: tidy tables, censored onsets, strict JSON summary, figures, atomic writes."""
 
 import csv
 import json
