@@ -136,6 +136,23 @@ class CompareTest(absltest.TestCase):
     self.assertEqual(compare.match_keys(sweeps), ["brake"])
     self.assertEqual([g.label for g in compare._groups(sweeps)], ["A lr=0.001", "C lr=0.003"])
 
+  def test_a_swept_learning_rate_is_a_matching_key(self):
+    path = os.path.join(tempfile.mkdtemp(dir=self._tmp.name), "LR")
+    os.makedirs(path)
+    (runs_a, logs_a), (runs_b, logs_b) = _sweep(_B, 0.0), _sweep(_B, 0.0, learning_rate=3e-3)
+    runs = [dict(run, run=i) for i, run in enumerate(runs_a + runs_b)]
+    logs = {name: np.concatenate([logs_a[name], logs_b[name]]) for name in logs_a}
+    outputs.write_tables(path, runs, logs, _ONSET)
+    outputs.write_summary_json(os.path.join(path, "summary.json"), runs, logs, _ONSET)
+    with outputs.atomic_open(os.path.join(path, "config.json")) as f:
+      json.dump({"router": "ssm"}, f)
+    result = compare.compare(compare.load_sweeps([self.a, path]))
+    self.assertEqual(result.keys, ["brake", "learning_rate"])
+    self.assertLen(result.points, 7)  # A's 3 points at lr 1e-3, LR's 3 brakes x 2 rates, 2 shared
+    row = next(r for r in result.rows if r["quantity"] == "onset_median"
+               and (r["brake"], r["learning_rate"]) == (0.0, 1e-3))
+    self.assertEqual((row["A"], row["LR"], row["LR-A"]), (15.0, 5.0, -10.0))
+
   def test_incompatible_workdirs_raise_one_line_errors(self):
     cases = {
         "does not exist": [self.a, os.path.join(self._tmp.name, "nowhere")],
