@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from rc_jax import config_lib, outputs
+from rc_jax import artifacts, config_lib, outputs
 from rc_jax.train import Trainer, make_train
 
 
@@ -243,8 +243,8 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
   onset = {"metric": config.metrics.onset_metric, "threshold": config.metrics.onset_threshold,
            "layer_reduce": config.metrics.onset_layer_reduce}
   extra = {"timings": timings, "devices": n_devices, "execution": config.execution.to_dict(),
-           "fingerprint": fingerprint}
-  paths = outputs.write_all(workdir, runs, history, onset, extra)
+           "fingerprint": fingerprint, "router": config.router, "config": config.to_dict()}
+  paths = artifacts.write_all(workdir, runs, history, onset, extra)
   return SweepResult(runs, history, state, paths, timings)
 
 
