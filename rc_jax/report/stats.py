@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rc_jax import onsets as onsets_lib
+
 # +1: the signature raises the metric; -1: it lowers it
 DIRECTIONS = {
     "effective_rank": -1, "effective_rank_routed": -1, "rank_collapse_residual": -1,
@@ -87,19 +89,14 @@ def all_of(outcomes: Sequence[str]) -> str:
 
 
 def onset_median(onsets: Sequence[float | None], budget: float) -> float:
-  """Median onset with runs that never collapsed censored at the budget (+inf past it).
-
-  Every run of a sweep has the same budget, so the Kaplan-Meier median equals the sample median with
-  censored runs ranked last: inf when at least half never collapsed.
-  """
-  values = sorted(math.inf if v is None or not math.isfinite(v) else float(v) for v in onsets)
-  if not values:
+  """Kaplan-Meier median onset (`rc_jax.onsets`), runs without an onset censored at the budget;
+  inf when it is not reached (at least half of the runs never collapsed)."""
+  if not onsets:
     return math.nan
-  mid = len(values) // 2
-  if len(values) % 2:
-    return values[mid]
-  low, high = values[mid - 1], values[mid]
-  return high if math.isinf(high) else (low + high) / 2
+  observed = [v is not None and math.isfinite(v) for v in onsets]
+  times = [float(v) if seen else float(budget) for v, seen in zip(onsets, observed)]
+  result = onsets_lib.median(onsets_lib.kaplan_meier(times, observed))
+  return result.value if result.reached else math.inf
 
 
 def onset_progression(brakes: Sequence[float], onsets_by_brake: Sequence[Sequence[float | None]],
