@@ -228,9 +228,12 @@ def validate(config) -> None:
     _fail("metrics.onset_metric", f"{config.metrics.onset_metric!r} is not one of {METRIC_NAMES}")
 
 
-METRIC_NAMES = ("sink_mass", "sink_excess", "sink_rate", "top_source_weight", "routing_entropy", "hub_count",
-                "key_norm_cv", "key_norm_log_spread", "norm_mass_correlation", "effective_rank",
-                "rank_collapse_residual", "massive_activation_ratio")
+METRIC_NAMES = ("sink_mass", "sink_mass_weighted", "sink_excess", "sink_excess_prior", "sink_rate",
+                "top_source_weight", "top_source_excess_prior", "routing_entropy",
+                "above_uniform_mass_count", "shared_sources", "key_norm_cv", "key_norm_log_spread",
+                "norm_mass_correlation", "effective_rank", "rank_collapse_residual",
+                "massive_activation_ratio", "effective_rank_routed",
+                "rank_collapse_residual_routed")
 
 
 def run_grid(config) -> list[dict]:
