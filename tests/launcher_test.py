@@ -52,7 +52,7 @@ class LauncherTinyPresetsTest(parameterized.TestCase):
     self.assertEqual(len(rows), n_runs * n_logged * n_layers)
     for column in ("seed", "brake", "learning_rate", "step", "layer", "loss", "sink_mass",
                    "sink_rate", "top_source_weight", "top_source_uniform", "routing_entropy",
-                   "hub_count", "effective_rank", "rank_collapse_residual", "key_norm_cv",
+                   "above_uniform_mass_count", "effective_rank", "rank_collapse_residual", "key_norm_cv",
                    "norm_mass_correlation", "massive_activation_ratio"):
       self.assertIn(column, rows[0])
       float(rows[0][column])
