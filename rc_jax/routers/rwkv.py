@@ -21,8 +21,9 @@ No bonus: passing `u = w` removes the current-token special case. Shifting a row
 constant `-w` (softmax is shift-invariant) gives `logit[t, s] = k_s - (t - s)(w + beta)` for every
 s <= t: one exponential decay law from lag 0, the current token weighed like any past token.
 
-Positional-prior null (`content=False`): `k = 0` everywhere (w, u and the brake kept), for the routing
-and the output, so `A[t, s] = softmax over s <= t of {u at s = t, -(t-1-s) w - beta (t-s) at s < t}`,
+Positional-prior null (`content=False`): `k = 0` everywhere (w, u and the brake kept), for the
+routing and the output, so
+`A[t, s] = softmax over s <= t of {u at s = t, -(t-1-s) w - beta (t-s) at s < t}`,
 the same for every sequence.
 
 Heads: the C channels are grouped into `n_heads` contiguous heads of `C / n_heads` channels; a
