@@ -311,11 +311,13 @@ def key_norm_cv(routing: Routing, reduce: bool = True) -> jax.Array:
 
 
 def key_norm_log_spread(routing: Routing, reduce: bool = True) -> jax.Array:
-  """`log(max / median)` of the usable sources' key norms."""
+  """`log(max / median)` of the usable sources' key norms; NaN where every norm is 0 (a router
+  without keys, e.g. a content-free prior router)."""
   norms, usable = _key_norms(routing)
   masked = jnp.where(usable, norms, jnp.nan)
-  spread = jnp.log(jnp.nanmax(masked, axis=-1) / jnp.maximum(jnp.nanmedian(masked, axis=-1), _TINY))
-  return _reduce(spread, reduce)
+  largest = jnp.nanmax(masked, axis=-1)
+  spread = jnp.log(largest / jnp.maximum(jnp.nanmedian(masked, axis=-1), _TINY))
+  return _reduce(jnp.where(largest > 0, spread, jnp.nan), reduce)
 
 
 def norm_mass_correlation(routing: Routing, reduce: bool = True, min_cv: float = 1e-4) -> jax.Array:

@@ -129,6 +129,11 @@ class MetricsHandBuiltTest(parameterized.TestCase):
     equal = routing.replace(key_norms=jnp.ones_like(routing.key_norms))
     self.assertTrue(np.isnan(float(_jm.norm_mass_correlation(equal))))
 
+  def test_key_norm_spread_undefined_without_keys(self):
+    routing = _causal_uniform(8).replace(key_norms=jnp.zeros((8,)))
+    self.assertTrue(np.isnan(_jm.key_norm_log_spread(routing)))
+    self.assertEqual(float(_jm.key_norm_cv(routing)), 0.0)
+
   def test_masked_sources_are_ignored(self):
     """Padding sources (no target may use them) affect no metric."""
     routing = _random_routing(2, lead=(2,), t=5)
