@@ -99,6 +99,8 @@ VARIANTS = {
     "recall": (SEQUENCE_ROUTERS, _set_task("associative_recall",
                                            lambda c: {"n_pairs": max(1, c.task.seq_len // 5)})),
     "prior": (ROUTERS, lambda c: c.model.update(content=False)),
+    # the grid at brake 0 alone: nulls and controls compared with a trained sweep's brake-0 runs
+    "brake0": (ROUTERS, lambda c: c.sweep.update(brakes=(0.0,))),
     "cosine": (("attention",), lambda c: c.model.update(score="cosine")),
     "distance": (("attention", "graph"), lambda c: c.model.update(score="distance")),
     "sigmoid": (("attention",), lambda c: c.model.update(normalise="sigmoid")),

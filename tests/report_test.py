@@ -139,7 +139,7 @@ class ClaimsTest(absltest.TestCase):
     self.assertEqual(evaluated["6"]["verdict"], "not reproduced")   # distance changes nothing
 
   def test_prior_router_that_concentrates_too_defeats_claim_1(self):
-    self.values["attention-prior"] = _fake_values(concentrates=True)
+    self.values["attention-prior-brake0"] = _fake_values(concentrates=True)
     evaluated = claims.evaluate(self.values, self.cfg)
     self.assertEqual(evaluated[0]["verdict"], "not reproduced")
     failing = [r for r in evaluated[0]["rows"] if r["subject"] == "attention"
@@ -147,7 +147,7 @@ class ClaimsTest(absltest.TestCase):
     self.assertEqual(failing[0]["outcome"], stats.NO)
 
   def test_normalisation_account_wins_when_controls_do_not_concentrate(self):
-    for name in ("attention-sigmoid", "rwkv", "ssm", "ssm-noescape"):
+    for name in ("attention-sigmoid-brake0", "rwkv", "ssm", "ssm-noescape-brake0"):
       self.values[name] = _fake_values(concentrates=False)
     competing = claims.evaluate(self.values, self.cfg)[4]
     self.assertEqual(competing["verdict"], "not reproduced")

@@ -44,7 +44,7 @@ def _prior_name(name: str) -> str:
   """The prior twin shared by a sweep and its controls: the family (and task) with `prior`."""
   family, *variants = name.split("-")
   task = [v for v in variants if v in ("recall",)]
-  return "-".join([family] + task + ["prior"])
+  return "-".join([family] + task + ["prior", "brake0"])
 
 
 def _fmt(x: float, digits: int = 3) -> str:
@@ -137,12 +137,12 @@ def claim_causal(values: dict, cfg) -> dict:
   concentration = dict(cfg.signature.concentration)
   metric = concentration["metric"]
   selective = _seed_values(values["ssm"], "final", metric)
-  frozen = _seed_values(values["ssm-frozen"], "final", metric)
+  frozen = _seed_values(values["ssm-frozen-brake0"], "final", metric)
   freeze = stats.compare(selective, frozen, direction=1, margin=concentration["margin"],
                          confidence=cfg.confidence)
-  rows = [{"claim": "3", "subject": "ssm vs ssm-frozen", "what": f"{metric}, selective - frozen",
+  rows = [{"claim": "3", "subject": "ssm vs ssm-frozen-brake0", "what": f"{metric}, selective - frozen",
            "measurement": _describe(freeze), "nulls": f"frozen {_fmt(freeze['null'])}",
-           "outcome": freeze["outcome"], "sweeps": ["ssm", "ssm-frozen"]},
+           "outcome": freeze["outcome"], "sweeps": ["ssm", "ssm-frozen-brake0"]},
           dict(_onset_row("3", values, "rwkv", cfg.onset.min_fraction),
                what="RWKV carry sweep (the brake is the extra decay): onset by carry")]
   return {"title": "3. The routing mechanism causes the signature",
@@ -160,8 +160,8 @@ def claim_causal(values: dict, cfg) -> dict:
 def claim_normalised_keys(values: dict, cfg) -> dict:
   concentration = dict(cfg.signature.concentration)
   rows = [_signature_row("4", values, name, "concentration", concentration, cfg.confidence)
-          for name in ("attention-cosine", "depth")]
-  for name in ("attention-cosine", "depth"):
+          for name in ("attention-cosine-brake0", "depth")]
+  for name in ("attention-cosine-brake0", "depth"):
     cv = _seed_values(values[name], "final", "key_norm_cv")
     rows.append({"claim": "4", "subject": name, "what": "key_norm_cv (context)",
                  "measurement": _fmt(_mean(cv)), "nulls": "", "outcome": "", "sweeps": [name]})
@@ -180,9 +180,9 @@ def claim_normalised_keys(values: dict, cfg) -> dict:
 
 # concentration predicted by each account (True: present)
 _ACCOUNTS = {  # sweep: (routing account, normalisation account)
-    "attention": (True, True), "attention-sigmoid": (True, False),
-    "rwkv": (True, False), "rwkv-noescape": (True, True),
-    "ssm": (True, False), "ssm-noescape": (True, False),
+    "attention": (True, True), "attention-sigmoid-brake0": (True, False),
+    "rwkv": (True, False), "rwkv-noescape-brake0": (True, True),
+    "ssm": (True, False), "ssm-noescape-brake0": (True, False),
 }
 
 
@@ -219,7 +219,7 @@ def claim_competing(values: dict, cfg) -> dict:
 def claim_norm_aware_fix(values: dict, cfg) -> dict:
   rows, outcomes = [], []
   for family in ("attention", "graph"):
-    fix = f"{family}-distance"
+    fix = f"{family}-distance-brake0"
     for label, component in cfg.signature.items():
       component = dict(component)
       result = stats.compare(_seed_values(values[fix], "final", component["metric"]),

@@ -1,9 +1,9 @@
 """The sweeps behind the report: each one `configs/<file>.py:<preset>,<variants>`.
 
 Every trained sweep of claim 1 has a twin with the variant `prior` (the same architecture, data,
-grid and steps with its router's content score removed: the positional-prior null model). Controls
-(claims 3-6) vary one switch of a family's default sweep and share its nulls at initialisation and
-on shuffled input.
+seeds and steps with its router's content score removed: the positional-prior null model). Controls
+(claims 3-6) vary one switch of a family's default sweep. The claims compare at brake 0, so twins and
+controls train only there (variant `brake0`); the brake sweep itself is the trained sweeps' grid.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Sweep(NamedTuple):
             f"--workdir={os.path.join(workdir, self.name)}")
 
   def prior_twin(self) -> "Sweep":
-    return Sweep(self.family, self.variants + ("prior",))
+    return Sweep(self.family, self.variants + ("prior", "brake0"))
 
 
 def load_config(family: str, arg: str):
@@ -66,7 +66,7 @@ def trained_sweeps() -> list[Sweep]:
 
 
 def control_sweeps() -> list[Sweep]:
-  return [Sweep(family, (variant,)) for family, variant in CONTROLS]
+  return [Sweep(family, (variant, "brake0")) for family, variant in CONTROLS]
 
 
 def all_sweeps() -> list[Sweep]:
