@@ -1,4 +1,4 @@
-"""Models return routings with their content-free priors, hidden and routed states per routed layer."""
+"""Models return, per routed layer, its routing, content-free prior, hidden and routed states."""
 
 import importlib.util
 import os

@@ -288,7 +288,7 @@ def _np_causal_attention(q, k, v, beta, slopes, normalise, content):
 
 
 def _np_graph_attention(q, k, v, hops, beta, radius, logit_fn):
-  """Loop over heads h, nodes i, neighbours j (0 <= hops_ij <= radius): softmax of logit - beta*hops."""
+  """Loop over heads h, nodes i, neighbours j (0 <= hops_ij <= radius): softmax(e - beta hops)."""
   n_heads, n, _ = q.shape
   weights, out = np.zeros((n_heads, n, n)), np.zeros(v.shape)
   for h in range(n_heads):

@@ -1,4 +1,4 @@
-"""AttnRes language model: every sublayer's input is a learned softmax mixture over earlier outputs."""
+"""AttnRes language model: each sublayer's input is a learned softmax mixture of earlier outputs."""
 
 from __future__ import annotations
 
@@ -89,6 +89,7 @@ class AttnResLM(nn.Module):
     h = route("route_out")
     if with_routing:
       hidden.append(h)
-    logits = nn.Dense(self.vocab_size, use_bias=False, name="unembed")(nn.LayerNorm(name="norm_out")(h))
+    logits = nn.Dense(self.vocab_size, use_bias=False, name="unembed")(
+        nn.LayerNorm(name="norm_out")(h))
     return ModelOutput(logits=logits, routings=tuple(routings), priors=tuple(priors),
                        hidden=tuple(hidden), routed=tuple(routed))

@@ -47,9 +47,9 @@ def softmax_attention(q, k, v, *, brake=0.0, causal: bool = True, score: str = "
 
   Returns:
     `(out [..., T, Dv], Routing(weights [..., T, S], mask [T, S], key_norms [..., S], row_mass))`.
-    Softmax: `row_mass` None. Sigmoid: `weights` are `A` row-normalised over admissible sources and
-    `row_mass [..., T]` the row sums `sum_j A_ij` (0 for rows with no admissible source). `key_norms`
-    are those of the keys the score would use, also when `content=False`.
+    Softmax: `row_mass` None. Sigmoid: `weights` are `A` row-normalised over admissible sources
+    and `row_mass [..., T]` the row sums `sum_j A_ij` (0 for rows with no admissible source).
+    `key_norms` are those of the keys the score would use, also when `content=False`.
   """
   scores.check_score(score)
   if normalise not in NORMALISATIONS:

@@ -53,9 +53,9 @@ HEAD_SLOPES = ("shared", "alibi")
 def alibi_slopes(n_heads: int) -> np.ndarray:
   """ALiBi head slopes (Press et al. 2022) as float32 `[n_heads]`.
 
-  For `H` a power of two, `m_h = 2^(-8h/H)`, h = 1..H. Otherwise the paper's rule: the slopes of the
-  largest power of two `P < H`, then every other slope of `2P` (`2^(-4h/P)`, h = 1, 3, 5, ...) until
-  there are `H`.
+  For `H` a power of two, `m_h = 2^(-8h/H)`, h = 1..H. Otherwise the paper's rule: the slopes of
+  the largest power of two `P < H`, then every other slope of `2P` (`2^(-4h/P)`, h = 1, 3, 5, ...)
+  until there are `H`.
   """
   if not isinstance(n_heads, (int, np.integer)) or isinstance(n_heads, bool) or n_heads < 1:
     raise ValueError(f"n_heads must be an integer >= 1, got {n_heads!r}")
@@ -71,10 +71,10 @@ def alibi_slopes(n_heads: int) -> np.ndarray:
 def head_slopes(kind: str, n_heads: int) -> np.ndarray | None:
   """Per-head brake multipliers for `softmax_attention(..., slopes=...)`.
 
-  `"shared"`: None (every head brakes by `beta`). `"alibi"`: the ALiBi slopes divided by their mean,
-  so head h brakes by `beta * m_h / mean(m)`: the heads span ALiBi's range of locality (a factor
-  `2^(8(H-1)/H)` between the first and the last) while the mean brake over heads stays `beta`, so a
-  brake sweep reads the same on both (at `beta = 1` the slopes are ALiBi's up to that one factor).
+  `"shared"`: None (every head brakes by `beta`). `"alibi"`: the ALiBi slopes divided by their
+  mean, so head h brakes by `beta * m_h / mean(m)`: the heads span ALiBi's range of locality (a
+  factor `2^(8(H-1)/H)` between the first and the last) while the mean brake over heads stays
+  `beta`, so a brake sweep reads the same on both (`beta = mean(m)` gives ALiBi's own slopes).
   """
   if kind not in HEAD_SLOPES:
     raise ValueError(f"unknown brake_slopes {kind!r}; expected one of {HEAD_SLOPES}")

@@ -23,15 +23,15 @@ def depth_attention(query, sources, *, brake=0.0, norm_scale=None, content: bool
       out   = sum_i A_i v_i
 
   The keys all have RMS norm 1 (times `norm_scale`), so the score cannot read key magnitude: this is
-  the paper's "norm-normalised keys still concentrate" router. No `1/sqrt(D)` is applied (the pseudo-
-  query `w_l` is learned and sets its own temperature). `content=False` is the positional prior: the
+  the paper's "norm-normalised keys still concentrate" router. No `1/sqrt(D)` is applied (the
+  pseudo-query `w_l` is learned and sets its own temperature). `content=False` is the prior: the
   pseudo-query is taken as 0, `A_i = softmax_i(-beta * (l - i))` (uniform at `beta = 0`, which is
   also where a zero-initialised pseudo-query starts, as in AttnRes).
 
   Args:
     query: `[..., D]` pseudo-query `w_l` of the target layer (usually a learned `[D]` vector).
-    sources: `[..., S, D]` outputs `v_0 .. v_{S-1}` of the earlier layers (source 0 is the embedding),
-      e.g. `[B, T, S, D]` for per-token mixing.
+    sources: `[..., S, D]` outputs `v_0 .. v_{S-1}` of the earlier layers (source 0 is the
+      embedding), e.g. `[B, T, S, D]` for per-token mixing.
     brake: scalar `beta >= 0`; distance `l - i = S - i` (the previous layer is 1 away).
     norm_scale: optional `[D]` RMSNorm gain.
     content: False: the prior (see above).

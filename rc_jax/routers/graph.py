@@ -19,10 +19,11 @@ def _dot_last(x, a):
 
 
 def gat_logits(q_NxD, k_NxD, gat_vectors, negative_slope: float = 0.2):
-  """GAT (Velickovic et al. 2018) score `e_ij = LeakyReLU(a_dst . q_i + a_src . k_j)`: `[..., N, N]`.
+  """GAT (Velickovic et al. 2018) score `e_ij = LeakyReLU(a_dst . q_i + a_src . k_j)`: `[.., N, N]`.
 
-  `gat_vectors = (a_dst, a_src)`, each `[D]` or per head `[..., H, D]` against `q, k [..., H, N, D]`;
-  `a = [a_dst || a_src]` is the paper's attention vector and `q = k = W h` its shared projection.
+  `gat_vectors = (a_dst, a_src)`, each `[D]` or per head `[..., H, D]` (against `q, k` of shape
+  `[..., H, N, D]`); `a = [a_dst || a_src]` is the paper's attention vector and `q = k = W h` its
+  shared projection.
   """
   a_dst, a_src = gat_vectors
   target_term = _dot_last(q_NxD, a_dst)[..., :, None]
@@ -76,7 +77,8 @@ def graph_attention(q, k, v, hops, *, brake=0.0, max_hops: int = 1, score: str =
     raise ValueError(f"max_hops must be >= 1, got {max_hops}")
   n = k.shape[-2]
   if q.shape[-2] != n or v.shape[-2] != n or hops.shape[-2:] != (n, n):
-    raise ValueError(f"node counts differ: q {q.shape}, k {k.shape}, v {v.shape}, hops {hops.shape}")
+    raise ValueError(f"node counts differ: q {q.shape}, k {k.shape}, v {v.shape}, "
+                     f"hops {hops.shape}")
   if q.shape[-1] != k.shape[-1]:
     raise ValueError(f"q and k feature dims differ: q {q.shape} vs k {k.shape}")
   if content and score == "gat" and gat_vectors is None:
