@@ -18,11 +18,21 @@ from rc_jax.routers.attention import merge_heads, split_heads
 
 
 class AttentionMixer(nn.Module):
-  """Multi-head causal softmax attention; routing weights `[B, H, T, T]`."""
+  """Multi-head causal attention; routing weights `[B, H, T, T]`.
+
+  `normalise` ("softmax" | "sigmoid") and `brake_slopes` ("shared" | "alibi": per-head brakes
+  `beta * m_h / mean(m)`, see `routers.brake.head_slopes`) select the router; `content=False` makes
+  the mixer route by its positional prior (the trainable prior-router null). The prior returned
+  with the routing is `softmax_attention(..., content=False)` on the same inputs, brake, slopes and
+  normalisation.
+  """
 
   n_heads: int
   score: str = "dot"
   rope: bool = False
+  content: bool = True
+  normalise: str = "softmax"
+  brake_slopes: str = "shared"
 
   @nn.compact
   def __call__(self, x_BxTxD, brake, *, with_routing: bool = False):
@@ -32,9 +42,14 @@ class AttentionMixer(nn.Module):
     if self.rope:
       positions = jnp.arange(x_BxTxD.shape[1])
       q, k = routers.apply_rope(q, positions), routers.apply_rope(k, positions)
-    out, routing = routers.softmax_attention(q, k, v, brake=brake, causal=True, score=self.score)
+    options = dict(brake=brake, causal=True, score=self.score, normalise=self.normalise,
+                   slopes=routers.brake.head_slopes(self.brake_slopes, self.n_heads))
+    out, routing = routers.softmax_attention(q, k, v, content=self.content, **options)
     y = nn.Dense(d, use_bias=False, name="out")(merge_heads(out))
-    return y, routing if with_routing else None, None  # TODO(prior): content=False routing
+    if not with_routing:
+      return y, None, None
+    _, prior = routers.softmax_attention(q, k, v, content=False, **options)
+    return y, routing, prior
 
 
 class SSMMixer(nn.Module):
@@ -163,7 +178,9 @@ def make_mixer(kind: str, model_config, *, layer: int = 0, n_layers: int = 1) ->
   `layer` of `n_layers` sets RWKV's depth-dependent initialisation."""
   if kind == "attention":
     return AttentionMixer(n_heads=model_config.n_heads, score=model_config.score,
-                          rope=model_config.positions == "rope")
+                          rope=model_config.positions == "rope", content=model_config.content,
+                          normalise=model_config.normalise,
+                          brake_slopes=model_config.brake_slopes)
   if kind == "ssm":
     return SSMMixer(state_size=model_config.state_size, expand=model_config.expand,
                     selective=model_config.selective, backend=model_config.ssm_backend)
