@@ -24,4 +24,10 @@ def get_config(arg: str = ""):
   # claim 2 (and the RWKV carry sweep): "early -> late -> never" across the brake range
   c.onset = dict(min_fraction=0.5)   # a brake "has an onset" when at least this share of seeds do
   # claim 6: the norm-aware score reduces concentration by at least the concentration margin
+  # Exploratory (added after the first cpu sweeps, so reported without a verdict): claim 2's rule
+  # on onsets of the sink on the fixed first source, alpha_0 over its positional prior's, > 1.5 in
+  # some layer. The primary onset (the sweeps' `metrics.onset_metric`, shared_sources > 0.25) was
+  # found at 0.28-0.5 in untrained attention (random-init content scores make spurious shared
+  # sources), which trained attention then fell below.
+  c.exploratory_onset = dict(metric="sink_excess_prior", threshold=1.5, layer_reduce="max")
   return c

@@ -61,7 +61,8 @@ def main(argv):
     sweep_dir = os.path.join(workdir, sweep.name)
     commands[sweep.name] = (sweep.command(preset, workdir), sweep_dir)
     t0 = time.perf_counter()
-    values[sweep.name] = collect.load_or_collect(sweep.config(preset), sweep_dir)
+    values[sweep.name] = collect.load_or_collect(sweep.config(preset), sweep_dir,
+                                                 dict(cfg.exploratory_onset))
     logging.info("[%d/%d] %s ready in %.0fs", index + 1, len(sweeps), sweep.name,
                  time.perf_counter() - t0)
   if _ONLY.value:

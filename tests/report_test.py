@@ -96,8 +96,9 @@ def _fake_values(concentrates: bool, seed_offset: float = 0.0) -> dict:
     final[name], init[name], shuffled[name] = [], [], []
   for seed in range(3):
     for brake in (0.0, 1.0):
+      onset = (50.0 + 10 * seed) if brake == 0 and concentrates else None
       runs.append({"run": len(runs), "seed": seed, "brake": brake, "learning_rate": 3e-3,
-                   "onset_step": (50.0 + 10 * seed) if brake == 0 and concentrates else None})
+                   "onset_step": onset, "exploratory_onset_step": None})
       wiggle = 0.01 * seed + seed_offset
       strong = concentrates and brake == 0
       final["shared_sources"].append((1.0 if strong else 0.0) + wiggle)
@@ -115,6 +116,8 @@ def _fake_values(concentrates: bool, seed_offset: float = 0.0) -> dict:
         table["loss"].append(3.0)
   return {"fingerprint": "x", "budget": 1000,
           "onset": {"metric": "shared_sources", "threshold": 0.25, "layer_reduce": "max"},
+          "exploratory_onset": {"metric": "sink_excess_prior", "threshold": 1.5,
+                                "layer_reduce": "max"},
           "runs": runs, "final": final, "init": init, "shuffled": shuffled}
 
 
@@ -132,6 +135,9 @@ class ClaimsTest(absltest.TestCase):
     evaluated = {c["title"][0]: c for c in claims.evaluate(self.values, self.cfg)}
     self.assertEqual(evaluated["1"]["verdict"], "reproduced")
     self.assertEqual(evaluated["2"]["verdict"], "reproduced")
+    exploratory = [r for r in evaluated["2"]["rows"] if r.get("exploratory")]
+    self.assertLen(exploratory, len(suite.trained_sweeps()))   # reported, outside the verdict
+    self.assertTrue(all(r["outcome"] == stats.INCONCLUSIVE for r in exploratory))
     # the selective and frozen SSM concentrate alike here: the freeze removes nothing
     self.assertEqual(evaluated["3"]["verdict"], "not reproduced")
     self.assertEqual(evaluated["4"]["verdict"], "reproduced")

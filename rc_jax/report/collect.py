@@ -46,36 +46,45 @@ def _reduced(values: dict[str, np.ndarray], index) -> dict[str, list]:
   return out
 
 
-def sweep_values(config, result: sweep.SweepResult, fingerprint: str) -> dict:
-  """Per-run grid coordinates, onset steps and the final / initial / shuffled metric values."""
+def _onsets(logs, onset: dict) -> list:
+  return [None if not np.isfinite(o) else float(o) for o in outputs.onset_steps(logs, onset)]
+
+
+def sweep_values(config, result: sweep.SweepResult, fingerprint: str,
+                 exploratory_onset: dict) -> dict:
+  """Per-run grid coordinates, onset steps (the config's and `exploratory_onset`'s) and the final /
+  initial / shuffled metric values."""
   logs = {name: value for name, value in result.logs.items() if name != "step"}
   onset = {"metric": config.metrics.onset_metric, "threshold": config.metrics.onset_threshold,
            "layer_reduce": config.metrics.onset_layer_reduce}
-  onsets = outputs.onset_steps(result.logs, onset)
+  onsets = _onsets(result.logs, onset)
+  exploratory = _onsets(result.logs, exploratory_onset)
   return {
       "fingerprint": fingerprint,
       "budget": int(np.asarray(result.logs["step"])[0, -1]),
       "onset": onset,
-      "runs": [dict(run, onset_step=None if not np.isfinite(o) else float(o))
-               for run, o in zip(result.runs, onsets)],
+      "exploratory_onset": dict(exploratory_onset),
+      "runs": [dict(run, onset_step=o, exploratory_onset_step=e)
+               for run, o, e in zip(result.runs, onsets, exploratory)],
       "final": _reduced(logs, -1),
       "init": _reduced(logs, 0),
       "shuffled": _reduced(shuffled_null(config, result), None),
   }
 
 
-def load_or_collect(config, workdir: str) -> dict:
+def load_or_collect(config, workdir: str, exploratory_onset: dict) -> dict:
   """Runs (or resumes, or reuses) the sweep in `workdir` and returns its `sweep_values`, cached in
-  `workdir/report_values.json` for the config's fingerprint."""
+  `workdir/report_values.json` for the config's fingerprint and the exploratory onset."""
   fingerprint = sweep.config_fingerprint(config)
   path = os.path.join(workdir, VALUES_FILE)
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       cached = json.load(f)
-    if cached.get("fingerprint") == fingerprint:
+    if (cached.get("fingerprint") == fingerprint
+        and cached.get("exploratory_onset") == dict(exploratory_onset)):
       return cached
   result = sweep.run_sweep(config, workdir)
-  values = sweep_values(config, result, fingerprint)
+  values = sweep_values(config, result, fingerprint, exploratory_onset)
   with outputs.atomic_open(path) as f:
     json.dump(values, f, indent=1)
   return values

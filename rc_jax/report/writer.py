@@ -75,7 +75,7 @@ def signature_figure(path: str, values: dict, cfg) -> str:
 def onset_figure(path: str, evaluated: list) -> str:
   """Per trained sweep: censored median onset (never = above the budget) and share with an onset."""
   rows = [row for claim in evaluated for row in claim["rows"]
-          if row["claim"] == "2" and "progression" in row]
+          if row["claim"] == "2" and "progression" in row and not row.get("exploratory")]
   fig, axes = plt.subplots(2, math.ceil(len(rows) / 2), figsize=(3.4 * math.ceil(len(rows) / 2), 6),
                            squeeze=False)
   for ax, row in zip(axes.flat, rows):
