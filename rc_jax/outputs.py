@@ -3,8 +3,9 @@
 Inputs (host NumPy, as the sweep produces them):
 
 - `runs`: one dict per run, e.g. `{"run": 0, "seed": 0, "brake": 0.1, "learning_rate": 1e-3}`.
-  Every key becomes a column; "run" and "seed" identify a run, every other key is a grid
-  coordinate (runs that differ only in run/seed are seeds of one grid point).
+  Every key becomes a column; "run" and "seed" identify a run, "status" and "diverged_step" (set by
+  the sweep) describe it, every other key is a grid coordinate (runs that differ only in those
+  are seeds of one grid point).
 - `logs`: `{"step": int [R, K], <scalar>: [R, K], <per-layer metric>: [R, K, L]}`: R runs, K logged
   steps (the same steps for every run), L layers. Any `[R, K]` entry other than "step" is a
   per-step scalar (loss, probe_loss, ...), any `[R, K, L]` entry a per-layer collapse metric.
@@ -39,7 +40,7 @@ import numpy as np
 from rc_jax import metrics
 
 LAYER_REDUCTIONS = ("max", "mean")
-_ID_KEYS = ("run", "seed")
+_ID_KEYS = ("run", "seed", "status", "diverged_step")  # not grid coordinates
 
 
 @contextlib.contextmanager
@@ -245,7 +246,7 @@ def describe(values: Any) -> dict:
 
 
 def grid_points(runs: Sequence[Mapping[str, Any]]) -> dict[tuple, list[int]]:
-  """Run indices grouped by grid point: the values of every key except "run" and "seed".
+  """Run indices grouped by grid point: the values of every key except `_ID_KEYS`.
 
   Keys of the result are tuples of those values in `run_keys` order, sorted (numbers numerically).
   """
@@ -292,7 +293,7 @@ def summary(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any], onset: M
     n_runs, n_steps_logged, first_step, last_step; onset: the onset config.
     runs: per run, its keys plus "final" (last logged value of each per-step scalar, and
       `{"mean", "max"}` over layers of each per-layer metric), "onset_step", "diverged".
-    by_brake: per grid point (brake x learning rate x ... : every run key but run and seed), over
+    by_brake: per grid point (brake x learning rate x ... : every run key but `_ID_KEYS`), over
       its seeds: the coordinates, "n_runs", "runs" (ids), "final_concentration" (`describe` of the
       onset metric at the last step, layer-reduced as configured), "onset_step" (`describe` over
       the runs with an onset), "n_onset".
