@@ -172,6 +172,7 @@ class VerifiedCheckpoints:
     `check_meta` may raise `WorkdirError` (a checkpoint of another config): that is not damage
     and propagates.
     """
+    distributed.sync("restore")  # Orbax's own barriers are collectives: arrive together
     try:
       meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     except Exception as err:  # pylint: disable=broad-except  (any damage is reported alike)

@@ -104,7 +104,9 @@ def global_array(host: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array
 
 def to_host(tree: Any) -> Any:
   """NumPy copies of every leaf's full value, on every process (all-gathered across processes
-  when a leaf spans devices of other processes)."""
+  when a leaf spans devices of other processes; every process must call it)."""
+  if any(isinstance(x, jax.Array) and not x.is_fully_addressable for x in jax.tree.leaves(tree)):
+    sync("to_host")
   def one(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
       return np.asarray(multihost_utils.process_allgather(x, tiled=True))
@@ -117,6 +119,7 @@ def gather_host(value: np.ndarray) -> np.ndarray:
   value = np.asarray(value)
   if process_count() == 1:
     return value[None]
+  sync("gather_host")
   return np.asarray(multihost_utils.process_allgather(value))
 
 
@@ -125,7 +128,19 @@ def all_true(flag: bool) -> bool:
   return bool(np.all(gather_host(np.asarray([bool(flag)]))))
 
 
+BARRIER_TIMEOUT_S = 3600
+_barriers = [0]
+
+
 def sync(name: str) -> None:
-  """A barrier across processes (no-op in one process)."""
-  if process_count() > 1:
-    multihost_utils.sync_global_devices(name)
+  """A barrier across processes (no-op in one process), waiting up to `BARRIER_TIMEOUT_S`.
+
+  It goes through the coordination service, not through collectives: a gloo collective gives up
+  when the processes reach it more than 30 s apart (one still compiling, or a loaded machine),
+  so every collective of a sweep is preceded by this barrier.
+  """
+  if process_count() == 1:
+    return
+  _barriers[0] += 1
+  client = jax._src.distributed.global_state.client  # pylint: disable=protected-access
+  client.wait_at_barrier(f"rc_jax/{name}/{_barriers[0]}", BARRIER_TIMEOUT_S * 1000)
