@@ -62,9 +62,10 @@ class SweepResult(NamedTuple):
   already_complete: bool = False  # a rerun of a finished sweep: nothing computed or rewritten
 
 
-def config_fingerprint(config) -> str:
+def config_fingerprint(config, exclude: tuple[str, ...] = ()) -> str:
   """Hash of everything that determines the numbers (execution strategy excluded)."""
-  relevant = {k: v for k, v in config.to_dict().items() if k not in ("execution", "checkpoint")}
+  exclude = ("execution", "checkpoint") + tuple(exclude)
+  relevant = {k: v for k, v in config.to_dict().items() if k not in exclude}
   return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -98,11 +99,11 @@ _COMPILED: dict[tuple, tuple[Trainer, CompiledSweep]] = {}
 
 
 def compiled_for(config, devices=None) -> tuple[Trainer, CompiledSweep]:
-  """`(trainer, compile_sweep(trainer, ...))`, cached per (config, execution, devices) in this process,
-  so a resumed or repeated sweep reuses the compiled programs."""
+  """`(trainer, compile_sweep(trainer, ...))`, cached per (config but its grid, execution, devices)
+  in this process, so a resumed, repeated or same-sized sweep reuses the compiled programs."""
   devices = tuple(jax.devices() if devices is None else devices)
-  cache_key = (config_fingerprint(config), json.dumps(config.execution.to_dict(), sort_keys=True),
-               tuple(d.id for d in devices))
+  cache_key = (config_fingerprint(config, exclude=("sweep",)),
+               json.dumps(config.execution.to_dict(), sort_keys=True), tuple(d.id for d in devices))
   if cache_key not in _COMPILED:
     trainer = make_train(config)
     _COMPILED[cache_key] = (trainer, compile_sweep(trainer, config, devices))
@@ -284,8 +285,11 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
                                      sharding=compiled.sharding), one_state)
   restored = store.restore_latest(abstract, _check_meta(fingerprint, n_devices, store.directory))
   if distributed.is_main():
-    with outputs.atomic_open(os.path.join(workdir, "config.json")) as f:
-      json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
+    try:
+      with outputs.atomic_open(os.path.join(workdir, "config.json")) as f:
+        json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
+    except OSError as err:
+      raise WorkdirError(f"cannot write {workdir}/config.json ({err})") from err
 
   shard = lambda x: distributed.global_array(_pad_and_shape(x, n_devices, per_device),
                                              compiled.sharding)
