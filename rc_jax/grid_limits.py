@@ -35,7 +35,11 @@ def _nbytes(tree) -> int:
 
 
 def _gib(n: float) -> str:
-  return f"{n / 2**30:.3g} GiB"
+  """Bytes in the largest binary unit that keeps the number >= 1 ("1.5 GiB", "12 KiB")."""
+  for power, unit in ((4, "TiB"), (3, "GiB"), (2, "MiB"), (1, "KiB")):
+    if n >= 2 ** (10 * power):
+      return f"{n / 2 ** (10 * power):.3g} {unit}"
+  return f"{n:.0f} B"
 
 
 def device_memory_bytes() -> int:
@@ -83,7 +87,7 @@ def check_grid(n_runs: int, n_devices: int, state_per_run, logs_per_step, n_logg
   if 2 * per_device * state_run > device_bytes:
     raise ValueError(f"{where}: {n_runs} runs need {_gib(2 * per_device * state_run)} per device "
                      f"for training state and its update ({per_device} runs x "
-                     f"{state_run / 2**20:.3g} MiB x 2 on each of {n_devices} devices), more than "
+                     f"{_gib(state_run)} x 2 on each of {n_devices} devices), more than "
                      f"a device's {_gib(device_bytes)}; use fewer runs or more devices")
   logs_step = _nbytes(logs_per_step)
   logs_total = n_runs * n_logged * logs_step

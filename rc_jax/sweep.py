@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -168,6 +169,10 @@ def check_workdir(workdir: str) -> str:
   for directory in (existing, os.path.join(path, "checkpoints"), os.path.join(path, "figures")):
     if os.path.isdir(directory) and not os.access(directory, os.W_OK | os.X_OK):
       raise WorkdirError(f"workdir {path} is not writable ({directory} is read-only)")
+  try:  # what access() cannot see (root on some file systems): create and remove a directory
+    os.rmdir(tempfile.mkdtemp(prefix=".rc_jax_probe_", dir=existing))
+  except OSError as err:
+    raise WorkdirError(f"workdir {path} is not writable ({existing}: {err.strerror})") from err
   return path
 
 

@@ -404,5 +404,48 @@ class SweepTest(absltest.TestCase):
       self.assertFalse(os.path.exists(workdir))
 
 
+class GridLimitsTest(absltest.TestCase):
+  """The memory and disk plan of a grid, against hand-computed sizes."""
+
+  STATE = {"params": jax.ShapeDtypeStruct((1000,), jnp.float32)}       # 4000 B a run
+  LOGS = {"loss": jax.ShapeDtypeStruct((), jnp.float32),
+          "sink_mass": jax.ShapeDtypeStruct((2,), jnp.float32)}       # 12 B a logged step
+
+  def check(self, **capacity):
+    capacity = dict(dict(device_bytes=10**9, host_bytes=10**9, disk_bytes=10**9), **capacity)
+    grid_limits.check_grid(100, 4, self.STATE, self.LOGS, 10, max_to_keep=2, workdir="/tmp",
+                           **capacity)
+
+  def test_fits(self):
+    self.check()
+
+  def test_state_per_device(self):
+    self.check(device_bytes=2 * 25 * 4000)  # 25 runs a device, state and its update: just fits
+    with self.assertRaisesRegex(ValueError, r"^config.sweep .*: 100 runs need 195 KiB per device "
+                                r"for training state and its update \(25 runs x 3.91 KiB x 2 on "
+                                r"each of 4 devices\), more than a device's 195 KiB"):
+      self.check(device_bytes=2 * 25 * 4000 - 1)
+
+  def test_logs_in_host_memory(self):
+    logs = 100 * 10 * 12
+    self.check(host_bytes=4 * logs)
+    with self.assertRaisesRegex(ValueError, "100 runs x 10 logged steps need 23.4 KiB of host "
+                                "memory for their logs"):
+      self.check(host_bytes=4 * logs - 4)
+
+  def test_disk(self):
+    csv_bytes = 100 * 10 * 2 * (8 + 2) * 12          # runs x steps x layers x columns x 12 B
+    checkpoints_bytes = 3 * (100 * 4000 + 100 * 10 * 12)
+    self.check(disk_bytes=csv_bytes + checkpoints_bytes)
+    with self.assertRaisesRegex(ValueError, r"need about 1.41 MiB on disk \(checkpoints 1.18 MiB, "
+                                r"metrics.csv 234 KiB\), more than the 1.41 MiB free under /tmp"):
+      self.check(disk_bytes=csv_bytes + checkpoints_bytes - 1)
+
+  def test_run_count(self):
+    with self.assertRaisesRegex(ValueError, "100001 runs exceed the limit of 100000"):
+      grid_limits.check_grid(100_001, 4, self.STATE, self.LOGS, 10, max_to_keep=2,
+                             workdir="/tmp")
+
+
 if __name__ == "__main__":
   absltest.main()
