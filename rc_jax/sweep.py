@@ -243,8 +243,15 @@ def _warn_if_other_execution(workdir: str, done: list[str], label: str) -> None:
         "summary.json)", workdir, label, len(done), " and ".join(others))
 
 
-def _scalar_hparams() -> dict[str, jax.Array]:
-  return {"brake": jnp.float32(0.0), "learning_rate": jnp.float32(1e-3)}
+_SHAPES: dict[int, tuple] = {}
+
+
+def _one_run_shapes(trainer: Trainer) -> tuple:
+  """`(state, logs)` shapes of one run after `trainer.init` (traced once per trainer)."""
+  if id(trainer) not in _SHAPES:
+    hparams = {"brake": jnp.float32(0.0), "learning_rate": jnp.float32(1e-3)}
+    _SHAPES[id(trainer)] = jax.eval_shape(trainer.init, jax.random.key(0), hparams)
+  return _SHAPES[id(trainer)]
 
 
 def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
@@ -275,7 +282,7 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
   trainer, compiled = compiled_for(config, devices)  # reads the task's data: may raise ValueError
   n_devices = compiled.sharding.mesh.size
   per_device, _ = _layout(len(runs), n_devices)
-  one_state, one_logs = jax.eval_shape(trainer.init, jax.random.key(0), _scalar_hparams())
+  one_state, one_logs = _one_run_shapes(trainer)
   grid_limits.check_grid(len(runs), n_devices, one_state, one_logs, len(trainer.logged_steps),
                          max_to_keep=config.checkpoint.max_to_keep, workdir=workdir)
 
@@ -361,6 +368,7 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
     except OSError as err:
       raise WorkdirError(f"cannot write the outputs into {workdir} ({err}); the sweep is "
                          "checkpointed: free space and rerun to write them") from err
+  distributed.sync("outputs_written")  # leave together (JAX's shutdown barrier waits only 300 s)
   return SweepResult(runs, history, state, paths, timings)
 
 

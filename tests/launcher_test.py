@@ -1,13 +1,20 @@
 """experiments/sweep.py end to end: every config's tiny preset, and bad flags."""
 
 import csv
+import glob
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 from absl.testing import absltest, parameterized
+import pytest
+
+from rc_jax import config_lib, sweep
 
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 _LAUNCHER = os.path.join(_ROOT, "experiments", "sweep.py")
@@ -15,9 +22,9 @@ ROUTERS = ("attention", "graph", "ssm", "rwkv", "depth")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _launch(*flags):
+def _launch(*flags, env=None):
   return subprocess.Popen([sys.executable, _LAUNCHER, *flags], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, cwd=_ROOT)
+                          stderr=subprocess.PIPE, text=True, cwd=_ROOT, env=env)
 
 
 class LauncherTinyPresetsTest(parameterized.TestCase):
@@ -161,6 +168,49 @@ class LauncherReadOnlyWorkdirTest(absltest.TestCase):
       self.assertEqual(code, 2, stderr)
       self.assertIn("is not writable", stderr)
       self.assertEqual(os.listdir(tmp), [])
+
+
+# Moments of a sweep's life, each "when this path first exists" (None: at once), to kill it at.
+_MOMENTS = {"start": None, "compiling": "config.json", "first checkpoint saved": "checkpoints/1",
+            "saving the second checkpoint": "checkpoints/2.orbax-checkpoint-tmp*",
+            "writing tables": "metrics.csv", "drawing figures": "figures",
+            "writing the summary": "summary.json"}
+
+
+@pytest.mark.slow
+class LauncherKillAnywhereTest(absltest.TestCase):
+  """SIGKILL at a moment drawn at random, rerun: the tables of an uninterrupted run, byte for byte,
+  and no temporary file left behind."""
+
+  def test_killed_at_a_random_moment_then_rerun(self):
+    moment = random.choice(list(_MOMENTS))
+    delay = random.uniform(0.0, 0.05)
+    with tempfile.TemporaryDirectory() as tmp:
+      reference = sweep.run_sweep(config_lib.base_config("attention", "tiny"),
+                                  os.path.join(tmp, "reference"))
+      env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(tmp, "cache"),
+                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+      workdir = os.path.join(tmp, "killed")
+      flags = (f"--config={_ROOT}/configs/attention.py:tiny", f"--workdir={workdir}")
+      proc = _launch(*flags, env=env)
+      pattern = _MOMENTS[moment]
+      while pattern and not glob.glob(os.path.join(workdir, pattern)) and proc.poll() is None:
+        time.sleep(0.002)
+      time.sleep(delay)
+      proc.send_signal(signal.SIGKILL)
+      proc.communicate()
+      rerun = _launch(*flags, env=env)
+      _, stderr = rerun.communicate(timeout=600)
+      context = f"killed at '{moment}' + {delay:.3f}s: {stderr[-2000:]}"
+      self.assertEqual(rerun.returncode, 0, context)
+      for name in ("metrics", "onsets"):
+        path = reference.paths[name]
+        with open(path, "rb") as f, open(os.path.join(workdir, os.path.basename(path)), "rb") as g:
+          self.assertEqual(g.read(), f.read(), context)
+      leftovers = (glob.glob(os.path.join(workdir, ".*.tmp")) +
+                   glob.glob(os.path.join(workdir, "figures", ".*.tmp")) +
+                   glob.glob(os.path.join(workdir, "checkpoints", "*tmp*")))
+      self.assertEqual(leftovers, [], context)
 
 
 if __name__ == "__main__":
