@@ -299,7 +299,11 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct((n_devices, per_device) + x.shape, x.dtype,
                                      sharding=compiled.sharding), one_state)
-  restored = store.restore_latest(abstract, _check_meta(fingerprint, n_devices, store.directory))
+  try:
+    restored = store.restore_latest(abstract, _check_meta(fingerprint, n_devices, store.directory))
+  except BaseException:
+    store.close()
+    raise
   if distributed.is_main():
     try:
       with outputs.atomic_open(os.path.join(workdir, "config.json")) as f:
