@@ -4,19 +4,33 @@
         [--config.sweep.brakes="(0.0,0.1)" --config.train.steps=2000 ...]
 
 Writes config.json, metrics.csv, onsets.csv, summary.json and figures/ into the workdir; rerunning
-with the same workdir resumes from the last checkpoint.
+with the same workdir resumes from the newest intact checkpoint, and rerunning a finished sweep
+rewrites nothing (--overwrite_outputs rewrites its tables and figures).
+
+Several processes (hosts of a TPU slice, GPU nodes, or processes on one machine) run one sweep
+together when started with the same flags plus the jax.distributed settings:
+
+    python experiments/sweep.py ... --coordinator_address=HOST0:1234 --num_processes=2 \
+        --process_id=0     # and --process_id=1 in the other process
+    python experiments/sweep.py ... --distributed   # TPU slice, Slurm, Open MPI: auto-detected
+
+(or the environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID). Only
+process 0 writes the config, tables and figures.
+
+Bad input prints one `error:` line, exits with status 2 and writes nothing.
 """
 
 from __future__ import annotations
 
 import logging as pylogging
 import os
+import re
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rc_jax import config_lib, sweep
+from rc_jax import config_lib, distributed, sweep
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs",
                                "attention.py")
@@ -33,12 +47,45 @@ class _QuietOrbax(pylogging.Filter):
     return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
 
 
-def _fail(err: Exception):
+def _override_path(name: str) -> str:
+  """The dotted path up to `name` in the first --config.* override that mentions `name`."""
+  for arg in sys.argv[1:]:
+    if arg.startswith("--config."):
+      parts = arg[len("--config."):].split("=", 1)[0].split(".")
+      if name in parts:
+        return ".".join(parts[:parts.index(name) + 1])
+  return name
+
+
+def _unknown_key(err: Exception) -> str:
+  """`unknown config key train.stepz (did you mean train.steps?)` from ml_collections' errors."""
+  while isinstance(err, (KeyError, AttributeError)) and err.args and \
+      isinstance(err.args[0], BaseException):
+    err = err.args[0]
+  text = str(err.args[0]) if err.args else str(err)
+  lookup = re.search(r"Attempting to lookup: (\S+)", text)
+  if lookup:
+    path = lookup.group(1)
+    return f"unknown config key {path} ({path.rsplit('.', 1)[0]} has no fields)"
+  name = re.match(r"\s*'?([^'\s]+)'?", text)
+  if not name:
+    return f"unknown config key in a --config.* override: {' '.join(text.split())}"
+  path = _override_path(name.group(1))
+  message = f"unknown config key {path}"
+  suggestion = re.search(r'Did you mean "([^"]+)"', text)
+  if suggestion:
+    message += f" (did you mean {path.rsplit('.', 1)[0] + '.' if '.' in path else ''}"
+    message += f"{suggestion.group(1)}?)"
+  return message
+
+
+def _fail(err: Exception | str):
   """One error line (the first and, for a traceback, the last line of the message); exit code 2."""
-  lines = [line for line in str(err).splitlines() if line.strip()] or [repr(err)]
-  message = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1].strip()}"
   if isinstance(err, (KeyError, AttributeError)):
-    message = f"unknown config key {message} in a --config.* override"
+    message = _unknown_key(err)
+  else:
+    lines = [line for line in str(err).splitlines() if line.strip()] or [repr(err)]
+    message = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1].strip()}"
   print(f"error: {message}", file=sys.stderr)
   sys.exit(2)
 
@@ -54,26 +101,59 @@ def _parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _WORKDIR.value is not None and not _WORKDIR.value.strip():
+    _fail("--workdir is empty: give a directory, or leave the flag out for runs/<router>")
   try:
     config = _CONFIG.value
     config_lib.validate(config)
+    settings = distributed.settings(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   except (OSError, ValueError) as err:
     _fail(err)
+  if _DISTRIBUTED.value or any(value is not None for value in settings.values()):
+    try:
+      distributed.initialize(**settings, auto=True)
+    except (RuntimeError, ValueError) as err:
+      _fail(f"jax.distributed.initialize failed: {err}")
   logging.get_absl_handler().addFilter(_QuietOrbax())
   workdir = _WORKDIR.value or _default_workdir(config)
   logging.info("sweep of %d runs into %s", len(config_lib.run_grid(config)), workdir)
   try:
-    result = sweep.run_sweep(config, workdir)
-  except sweep.WorkdirError as err:
+    result = sweep.run_sweep(config, workdir, overwrite_outputs=_OVERWRITE.value)
+  except (OSError, ValueError) as err:  # WorkdirError and bad data are ValueErrors
     _fail(err)
-  summary = result.timings
-  print(f"{len(result.runs)} runs done in {summary['total_s']:.1f}s "
-        f"(compile + first chunk {summary['compile_init_s'] + summary['compile_chunk_s']:.1f}s)")
+  if not distributed.is_main():
+    return
+  if result.already_complete:
+    print(f"{workdir} already holds this finished sweep: nothing recomputed or rewritten "
+          "(--overwrite_outputs rewrites its tables and figures)")
+  else:
+    timings = result.timings
+    print(f"{len(result.runs)} runs done in {timings['total_s']:.1f}s (compile + first chunk "
+          f"{timings['compile_init_s'] + timings['compile_chunk_s']:.1f}s)")
+  diverged = [run["run"] for run in result.runs if run.get("status") == "diverged"]
+  if diverged:
+    print(f"{len(diverged)} of {len(result.runs)} runs diverged (frozen; status and "
+          f"diverged_step in metrics.csv and summary.json): runs {diverged}")
   for name, path in sorted(result.paths.items()):
     print(f"  {name}: {path}")
 
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: runs/<router>).")
+_OVERWRITE = flags.DEFINE_bool("overwrite_outputs", False,
+                               "Rewrite the tables and figures of an already finished sweep.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Start jax.distributed, detecting unset settings from the cluster (TPU "
+    "slice, Slurm, Open MPI). Implied by any of the three flags below.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None,
+    f"host:port of process 0's coordinator (or ${distributed.ENV_COORDINATOR}).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, f"Processes in the sweep (or ${distributed.ENV_NUM_PROCESSES}).",
+    lower_bound=1)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None,
+    f"This process's index, 0..num_processes-1 (or ${distributed.ENV_PROCESS_ID}).",
+    lower_bound=0)
 try:  # config_flags reads --config.* overrides from sys.argv already while defining the flag
   _CONFIG = config_flags.DEFINE_config_file("config", f"{_DEFAULT_CONFIG}:cpu",
                                             "Sweep config file (and preset after ':').",

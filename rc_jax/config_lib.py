@@ -12,11 +12,12 @@ A config (`ml_collections.ConfigDict`) has these sections:
               token_shift and bonus (RWKV)
   task        name (+ its sizes and options), seed (fixes the task and the probe batch)
   train       steps, chunk_steps (checkpoint interval), log_every, b1, b2, weight_decay, grad_clip,
-              warmup_steps
+              warmup_steps, divergence_nats (a run whose loss exceeds its initial loss by more is
+              diverged and frozen, see rc_jax/train.py; inf: only non-finite values count)
   sweep       seeds, brakes, learning_rates: the grid, flattened to one run axis
   execution   mode ("vmap" | "map" | "sequential"), chunk (runs per vmapped group for "map")
   metrics     sink_eps, hub_factor, onset_metric, onset_threshold, onset_layer_reduce
-  checkpoint  max_to_keep
+  checkpoint  max_to_keep (>= 2: the previous checkpoint is the fallback for a damaged latest one)
 
 `configs/<router>.py` files call `sweep_config(router, arg)`: `arg` is a preset optionally followed
 by comma-separated variants (`"cpu,recall,prior"`), each a named set of overrides (`VARIANTS`).
@@ -58,7 +59,7 @@ def base_config(router: str, preset: str) -> ml_collections.ConfigDict:
   c.task = dict(name="bigram_backcopy", vocab_size=32, seq_len=32, batch_size=16,
                 probe_batch_size=8, seed=0, path="", options=dict(n_triggers=3))
   c.train = dict(steps=1000, chunk_steps=500, log_every=50, b1=0.9, b2=0.98, weight_decay=0.0,
-                 grad_clip=1.0, warmup_steps=0)
+                 grad_clip=1.0, warmup_steps=0, divergence_nats=10.0)
   c.sweep = dict(seeds=(0, 1, 2), brakes=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
                  learning_rates=(3e-3,))
   c.execution = dict(mode="vmap", chunk=8)
@@ -159,9 +160,18 @@ def _check_positive_ints(section, prefix: str, names) -> None:
       _fail(f"{prefix}.{name}", f"must be an integer >= 1, got {value!r}")
 
 
+def _as_floats(values) -> tuple[float, ...]:
+  """Numbers as floats; a string such as "(nan,0.0)" (how a --config override with nan or inf
+  arrives) is split at commas first."""
+  if isinstance(values, str) or (len(values) == 1 and isinstance(values[0], str)):
+    text = values if isinstance(values, str) else values[0]
+    values = [v for v in text.strip().strip("()[]").split(",") if v.strip()]
+  return tuple(float(v) for v in values)
+
+
 def _check_numbers(key: str, values, low: float, *, strict: bool = False) -> tuple[float, ...]:
   try:
-    values = tuple(float(v) for v in values)
+    values = _as_floats(values)
   except (TypeError, ValueError):
     _fail(key, f"must be a sequence of numbers, got {values!r}")
   if not values:
@@ -213,6 +223,12 @@ def validate(config) -> None:
   schedule_sizes(config.train)
   _check_positive_ints(config.execution, "execution", ("chunk",))
   _check_positive_ints(config.checkpoint, "checkpoint", ("max_to_keep",))
+  if config.checkpoint.max_to_keep < 2:
+    _fail("checkpoint.max_to_keep", f"must be >= 2 (the previous checkpoint is the fallback for a "
+          f"damaged latest one), got {config.checkpoint.max_to_keep}")
+  nats = config.train.divergence_nats
+  if isinstance(nats, bool) or not isinstance(nats, (int, float)) or math.isnan(nats) or nats <= 0:
+    _fail("train.divergence_nats", f"must be a number > 0 (inf: off), got {nats!r}")
   if config.router == "graph":
     _check_choice(config, "task.name", GRAPH_TASKS)
   else:

@@ -4,8 +4,9 @@ Tables only: this module never imports the figures (`rc_jax.plots` imports it; `
 writes both). Inputs (host NumPy, as the sweep produces them):
 
 - `runs`: one dict per run, e.g. `{"run": 0, "seed": 0, "brake": 0.1, "learning_rate": 1e-3}`.
-  Every key becomes a column; "run" and "seed" identify a run, every other key is a grid
-  coordinate (runs that differ only in run/seed are seeds of one grid point).
+  Every key becomes a column; "run" and "seed" identify a run, "status" and "diverged_step" (set by
+  the sweep) describe it, every other key is a grid coordinate (runs that differ only in those
+  are seeds of one grid point).
 - `logs`: `{"step": int [R, K], <scalar>: [R, K], <per-layer metric>: [R, K, L]}`: R runs, K logged
   steps (the same steps for every run), L layers. Any `[R, K]` entry other than "step" is a
   per-step scalar (loss, probe_loss, ...), any `[R, K, L]` entry a per-layer collapse metric.
@@ -45,7 +46,7 @@ import numpy as np
 from rc_jax import metrics, onsets
 
 LAYER_REDUCTIONS = ("max", "mean")
-_ID_KEYS = ("run", "seed")
+_ID_KEYS = ("run", "seed", "status", "diverged_step")  # not grid coordinates
 
 
 @contextlib.contextmanager
