@@ -19,6 +19,18 @@ def router_of(extra: Mapping[str, Any] | None) -> str | None:
   return extra.get("router") or (config.get("router") if isinstance(config, Mapping) else None)
 
 
+TABLES = ("metrics", "onsets", "onset_summary")
+FIGURES = ("phase_diagram", "onset_vs_brake", "onset_survival", "final_metrics_vs_brake")
+
+
+def output_paths(workdir: str) -> dict[str, str]:
+  """`{name: path}` of every file `write_all` writes into `workdir` (summary.json included)."""
+  paths = {name: os.path.join(workdir, f"{name}.csv") for name in TABLES}
+  paths.update((name, os.path.join(workdir, "figures", f"{name}.png")) for name in FIGURES)
+  paths["summary"] = os.path.join(workdir, "summary.json")
+  return paths
+
+
 def write_all(workdir: str, runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any],
               onset: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict[str, str]:
   """Writes every sweep output into `workdir` and returns `{name: path}`.

@@ -218,10 +218,7 @@ def _existing_outputs(workdir: str, fingerprint: str, n_logged: int) -> dict[str
     return None
   if summary.get("fingerprint") != fingerprint or summary.get("n_steps_logged") != n_logged:
     return None
-  paths = {"metrics": os.path.join(workdir, "metrics.csv"),
-           "onsets": os.path.join(workdir, "onsets.csv"), "summary": summary_path}
-  paths.update((name, os.path.join(workdir, "figures", f"{name}.png"))
-               for name in ("phase_diagram", "onset_vs_brake", "final_metrics_vs_brake"))
+  paths = artifacts.output_paths(workdir)
   return paths if all(os.path.isfile(p) for p in paths.values()) else None
 
 
