@@ -5,10 +5,10 @@
 
 cpu: wall time of the jitted, vmapped (`--runs` runs) loss+gradient step of the `cpu` preset for
 attention and for the SSM under each back-end, and of the probe forward (routing + prior), as
-run-steps/s and as a ratio to attention (train step alone, and with one probe every 50 steps as in
-a sweep). gpu: the paper preset's SSM layer (batch 64, T 128, C 256, N 16, 8 heads, dt_rank 8)
-forward+backward per back-end, and the routing of a 16-sequence probe (time and XLA temp bytes).
-Times are the median of `--reps` calls after one warm-up call.
+run-steps/s and as a ratio to attention (train step alone, min / median over `--reps` interleaved
+rounds, and "sweep-like": one probe every 50 steps, from the minima). gpu: the paper preset's SSM
+layer (batch 64, T 128, C 256, N 16, 8 heads, dt_rank 8) forward+backward per back-end, and the
+routing of a 16-sequence probe (time and XLA temp bytes), medians of `--reps` calls.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _cpu():
   from rc_jax.routers import scan  # pylint: disable=g-import-not-at-top
   runs = _RUNS.value
   cases = [("attention", {})] + [("ssm", {"ssm_backend": b}) for b in scan.BACKENDS]
-  rows = []
+  calls = {}
   for router, model in cases:
     config = _config(router, **model)
     problem = problem_lib.build_problem(config)
@@ -60,23 +60,35 @@ def _cpu():
     brakes = jnp.linspace(0.0, 1.0, runs)
     keys = jax.random.split(jax.random.key(1), runs)
     grad = jax.jit(jax.vmap(jax.grad(problem.loss)))
-    probe = jax.jit(jax.vmap(lambda p, b: jax.tree.leaves(problem.probe(p, b))))
+    probe = jax.jit(jax.vmap(lambda p, b, problem=problem: jax.tree.leaves(problem.probe(p, b))))
     start = time.perf_counter()
     jax.block_until_ready(grad(params, brakes, keys))
     compile_s = time.perf_counter() - start
-    step_s, probe_s = _median_seconds(grad, params, brakes, keys), _median_seconds(probe, params,
-                                                                                  brakes)
-    rows.append((f"{router} {model.get('ssm_backend', '')}".strip(), compile_s, step_s, probe_s))
+    jax.block_until_ready(probe(params, brakes))
+    name = f"{router} {model.get('ssm_backend', '')}".strip()
+    calls[name] = (compile_s, lambda g=grad, a=(params, brakes, keys): g(*a),
+                   lambda p=probe, a=(params, brakes): p(*a))
+  # Interleaved rounds, so that a load change on a shared machine hits every case alike.
+  times = {name: ([], []) for name in calls}
+  for _ in range(_REPS.value):
+    for name, (_, step, probe) in calls.items():
+      for f, out in zip((step, probe), times[name]):
+        start = time.perf_counter()
+        jax.block_until_ready(f())
+        out.append(time.perf_counter() - start)
   print(f"cpu preset, {runs} runs vmapped, {jax.device_count()} device(s), "
-        f"{os.cpu_count()} cpus visible")
-  print(f"{'model':<22}{'compile s':>10}{'step ms':>9}{'probe ms':>10}{'run-steps/s':>13}"
-        f"{'vs attn':>9}{'sweep-like r-s/s':>18}{'vs attn':>9}")
-  base_step, base_sweep = None, None
-  for name, compile_s, step_s, probe_s in rows:
-    rate, sweep_rate = runs / step_s, runs * 50 / (50 * step_s + probe_s)
-    base_step, base_sweep = base_step or rate, base_sweep or sweep_rate
-    print(f"{name:<22}{compile_s:>10.1f}{step_s * 1e3:>9.1f}{probe_s * 1e3:>10.1f}{rate:>13.0f}"
-          f"{rate / base_step:>9.2f}{sweep_rate:>18.0f}{sweep_rate / base_sweep:>9.2f}")
+        f"{os.cpu_count()} cpus visible; min / median over {_REPS.value} interleaved rounds")
+  print(f"{'model':<18}{'compile s':>10}{'step ms':>16}{'probe ms':>10}{'run-steps/s':>13}"
+        f"{'vs attn':>13}{'sweep-like':>12}{'vs attn':>9}")
+  base = None
+  for name, (compile_s, _, _) in calls.items():
+    steps, probes = (sorted(t) for t in times[name])
+    step_min, step_med, probe_min = steps[0], steps[len(steps) // 2], probes[0]
+    rates = (runs / step_min, runs / step_med, runs * 50 / (50 * step_min + probe_min))
+    base = base or rates
+    print(f"{name:<18}{compile_s:>10.1f}{step_min * 1e3:>8.1f} /{step_med * 1e3:>6.1f}"
+          f"{probe_min * 1e3:>10.1f}{rates[0]:>13.0f}{rates[0] / base[0]:>7.2f} /"
+          f"{rates[1] / base[1]:>4.2f}{rates[2]:>12.0f}{rates[2] / base[2]:>9.2f}")
 
 
 def _gpu():
@@ -96,7 +108,8 @@ def _gpu():
     start = time.perf_counter()
     jax.block_until_ready(f(x, params))
     compile_s = time.perf_counter() - start
-    print(f"  {backend:<12} compile {compile_s:6.1f} s   fwd+bwd {_median_seconds(f, x, params) * 1e3:8.2f} ms")
+    step_ms = _median_seconds(f, x, params) * 1e3
+    print(f"  {backend:<12} compile {compile_s:6.1f} s   fwd+bwd {step_ms:8.2f} ms")
   probe_x = x[:, :16]
   for content in (True, False):
     routing = jax.jit(jax.vmap(lambda x, p, content=content: ssm.selective_ssm(

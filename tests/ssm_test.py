@@ -1,7 +1,6 @@
 """Tests for rc_jax.routers.scan, rc_jax.routers.ssm (selective SSM router) and the SSM mixer."""
 
 import math
-from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -55,7 +54,8 @@ def _loop_selective_scan(delta, x, b, c, a, beta):
   """The S6 recurrence by a plain loop of jnp ops (JAX autodiff gives its reference gradients)."""
   h, ys = jnp.zeros(delta.shape[1:] + a.shape[-1:]), []
   for t in range(delta.shape[0]):
-    h = jnp.exp(delta[t][..., None] * a - beta) * h + (delta[t] * x[t])[..., None] * b[t][..., None, :]
+    h = (jnp.exp(delta[t][..., None] * a - beta) * h
+         + (delta[t] * x[t])[..., None] * b[t][..., None, :])
     ys.append(jnp.sum(c[t][..., None, :] * h, -1))
   return jnp.stack(ys)
 
@@ -79,9 +79,8 @@ class LinearRecurrenceTest(parameterized.TestCase):
     chex.assert_trees_all_close(h, expected, rtol=1e-5, atol=1e-6)
     self.assertEqual(h.dtype, jnp.float32)
 
-  @parameterized.product(backend=scan.BACKENDS, chunk_size=(32, 3))
-  def test_gradients_match_autodiff_of_a_loop(self, backend, chunk_size):
-    # chunk_size 3 on 7 steps: several chunks plus zero padding in both sweeps.
+  @parameterized.parameters(*scan.BACKENDS)
+  def test_gradients_match_autodiff_of_a_loop(self, backend):
     a = jax.random.uniform(jax.random.key(0), (7, 3))
     b = jax.random.normal(jax.random.key(1), (7, 3))
     w = jax.random.normal(jax.random.key(2), (7, 3))
@@ -93,9 +92,8 @@ class LinearRecurrenceTest(parameterized.TestCase):
         out.append(h)
       return jnp.stack(out)
 
-    with mock.patch.object(scan, "CHUNK_SIZE", chunk_size):
-      got = jax.grad(lambda a, b: jnp.sum(w * jnp.cos(
-          scan.linear_recurrence(a, b, backend=backend))), argnums=(0, 1))(a, b)
+    got = jax.grad(lambda a, b: jnp.sum(w * jnp.cos(
+        scan.linear_recurrence(a, b, backend=backend))), argnums=(0, 1))(a, b)
     expected = jax.grad(lambda a, b: jnp.sum(w * jnp.cos(loop(a, b))), argnums=(0, 1))(a, b)
     chex.assert_trees_all_close(got, expected, rtol=1e-5, atol=1e-6)
 
@@ -111,8 +109,8 @@ class LinearRecurrenceTest(parameterized.TestCase):
 class SelectiveScanTest(parameterized.TestCase):
   """The fused S6 scan (hand-written adjoint) against autodiff of a plain loop."""
 
-  @parameterized.product(backend=scan.BACKENDS, chunk_size=(32, 4))
-  def test_values_and_gradients_match_a_loop(self, backend, chunk_size):
+  @parameterized.parameters(*scan.BACKENDS)
+  def test_values_and_gradients_match_a_loop(self, backend):
     t, b, c, n = 9, 2, 3, 2
     keys = jax.random.split(jax.random.key(3), 7)
     args = (jax.nn.softplus(jax.random.normal(keys[0], (t, b, c))),
@@ -120,14 +118,13 @@ class SelectiveScanTest(parameterized.TestCase):
             jax.random.normal(keys[3], (t, b, n)), -jnp.exp(jax.random.normal(keys[4], (c, n))),
             jnp.float32(0.3))
     w = jax.random.normal(keys[5], (t, b, c))
-    loss = lambda f: lambda *z: jnp.sum(w * f(*z))
-    with mock.patch.object(scan, "CHUNK_SIZE", chunk_size):
-      fused = lambda *z: scan.selective_scan(*z, backend=backend)
-      y = fused(*args)
-      grads = jax.grad(loss(fused), argnums=tuple(range(6)))(*args)
-    chex.assert_trees_all_close(y, _loop_selective_scan(*args), rtol=1e-5, atol=1e-6)
-    expected = jax.grad(loss(_loop_selective_scan), argnums=tuple(range(6)))(*args)
-    chex.assert_trees_all_close(grads, expected, rtol=1e-5, atol=1e-5)
+    value_and_grad = lambda f: jax.jit(jax.value_and_grad(
+        lambda *z: jnp.sum(w * jnp.cos(f(*z))), argnums=tuple(range(6))))
+    fused = lambda *z: scan.selective_scan(*z, backend=backend)
+    chex.assert_trees_all_close(jax.jit(fused)(*args), _loop_selective_scan(*args),
+                                rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(value_and_grad(fused)(*args),
+                                value_and_grad(_loop_selective_scan)(*args), rtol=1e-5, atol=1e-5)
 
 
 class SelectiveSSMTest(parameterized.TestCase):
@@ -191,7 +188,7 @@ class SelectiveSSMTest(parameterized.TestCase):
     chex.assert_tree_all_finite(grads)
     self.assertGreater(float(jnp.abs(grads[2])), 0.0)
 
-  @parameterized.product(selective=(True, False), content=(True, False))
+  @parameterized.parameters((True, True), (False, False))
   def test_backends_agree(self, selective, content):
     x, params = _inputs()
     values = {b: _ssm(x, params, brake=0.3, backend=b, selective=selective, content=content)
@@ -403,7 +400,7 @@ class SSMMixerTest(parameterized.TestCase):
   def test_matches_the_block_by_hand(self, **overrides):
     mixer = _mixer(**overrides)
     variables = mixer.init(jax.random.key(0), _x_mixer, 0.0)
-    y, routing, prior = mixer.apply(variables, _x_mixer, 0.4)
+    y, routing, prior = jax.jit(mixer.apply)(variables, _x_mixer, 0.4)
     self.assertIsNone(routing)
     self.assertIsNone(prior)
     chex.assert_trees_all_close(y, _mixer_reference(mixer, variables, _x_mixer, 0.4),
@@ -423,12 +420,14 @@ class SSMMixerTest(parameterized.TestCase):
       self.assertLessEqual(float(jnp.abs(p["conv_kernel"]).max()), conv_width**-0.5)
     self.assertEqual(math.ceil(WIDTH / 16), 1)
 
-  def test_conv_keeps_the_block_causal(self):
+  def test_block_is_causal(self):
     mixer = _mixer(conv_width=4)
     variables = mixer.init(jax.random.key(0), _x_mixer, 0.0)
-    jacobian = jax.jacrev(lambda x: mixer.apply(variables, x, 0.1)[0][0, 2])(_x_mixer)
-    np.testing.assert_array_equal(jacobian[..., 1, 3:, :], 0.0)
-    self.assertGreater(float(jnp.abs(jacobian[..., 0, :3, :]).max()), 0.0)
+    apply = jax.jit(lambda x: mixer.apply(variables, x, 0.1)[0])
+    changed = _x_mixer.at[:, 3].add(1.0)
+    y, y_changed = apply(_x_mixer), apply(changed)
+    np.testing.assert_array_equal(y_changed[:, :3], y[:, :3])
+    self.assertFalse(np.allclose(y_changed[:, 3:], y[:, 3:]))
 
   def test_routing_heads_and_prior(self):
     mixer = _mixer(n_heads=4)

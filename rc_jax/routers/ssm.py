@@ -86,7 +86,9 @@ def selective_ssm(x, params, *, brake=0.0, selective: bool = True, backend: str 
     brake: scalar `beta >= 0` (traced is fine): an extra per-step decay `exp(-beta)`.
     selective: `False` freezes delta, B and C to input-independent values (the selectivity-freeze
       ablation); the output is then linear in x.
-    backend: a `scan.BACKENDS` name, the `linear_recurrence` back-end (same result).
+    backend: `"scan"` (fused sequential scan, the fastest on CPU) or `"associative"` (parallel
+      prefix scan over materialised `[..., T, C, N]` tensors): see `scan.selective_scan`; same
+      result.
     n_heads: H; the C channels form H contiguous heads of C/H channels (H must divide C).
     content: `False` gives the positional-prior null: delta, B and C are replaced by their means
       over the sequence (per sequence, per channel / state entry), A, d and the brake are kept, and
@@ -208,13 +210,16 @@ def _split_heads(z_TxC, n_heads: int) -> jax.Array:
 
 
 def _head_magnitudes(delta_TxC, b_TxN, c_TxN, a_CxN, beta, n_heads: int) -> jax.Array:
-  """`M_h[t, s] = sum_{c in head h} |K[t, s, c]|` `[..., H, T, T]` without the `[T, T, C, N]` kernel.
+  """`M_h[t, s] = sum_{c in head h} |K[t, s, c]|`, `[..., H, T, T]`, without the `[T, T, C, N]`
+  kernel.
 
   A scan over targets t carries `G_t[s, c, n] = (prod_{r=s+1..t} dA_r[c, n]) delta_s[c] B_s[n]`
   for all sources s (0 for s > t): `G_t = dA_t * G_{t-1}` plus the new source t, and
   `K[t, s, c] = sum_n C_t[n] G_t[s, c, n]`. Memory is one `[..., T, C, N]` carry. The decay
   products are built by repeated multiplication, so no segment sum (and no difference of large
-  prefix sums) is formed; the relative rounding error grows at most ~t ulp.
+  prefix sums) is formed; the relative rounding error grows at most ~t ulp (at T = 128 the weights
+  are within 1e-6 of a float64 evaluation of `_kernel`). Metrics read it without gradients;
+  differentiating through it would store the carry per step, O(T^2 C N) again.
   """
   t_len, channels = delta_TxC.shape[-2:]
   lead = delta_TxC.shape[:-2]
