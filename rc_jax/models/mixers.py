@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from rc_jax import routers
@@ -53,27 +54,75 @@ class AttentionMixer(nn.Module):
 
 
 class SSMMixer(nn.Module):
-  """Mamba-style block: `out(selective_ssm(silu(W_x x)) * silu(W_z x))`; routing `[B, T, T]`.
+  """Mamba block (`mamba_simple.Mamba`) around `selective_ssm`; routing `[B, H, T, T]`.
 
-  (Mamba's short depthwise convolution is left out so that all token mixing goes through the
-  router under study.)
+      u, z = W_in x                                   (z only with `gate`)
+      u    = silu(causal_depthwise_conv(u))           (`conv_width` taps per channel + bias; 0: no
+                                                       conv, u = silu(u))
+      y    = selective_ssm(u, brake)                  (C = expand * width channels, `n_heads` heads,
+                                                       low-rank Delta of rank `dt_rank`)
+      out  = W_out (y * silu(z))                      (`gate=False`: W_out y)
+
+  `dt_rank=0` means Mamba's "auto", `ceil(width / 16)`. With routing, the prior is the same
+  `selective_ssm` call on the same u and brake with `content=False`; with `content=False` the mixer
+  itself is that prior router (routing and prior coincide). The conv mixes the last `conv_width`
+  tokens outside the router, as in Mamba (set 0 to route every token mix through the SSM).
   """
 
-  state_size: int = 8
+  state_size: int = 16
   expand: int = 2
   selective: bool = True
   backend: str = "scan"
+  n_heads: int = 1
+  conv_width: int = 4
+  dt_rank: int = 0
+  gate: bool = True
+  content: bool = True
 
   @nn.compact
   def __call__(self, x_BxTxD, brake, *, with_routing: bool = False):
     d = x_BxTxD.shape[-1]
     inner = self.expand * d
-    xz = nn.Dense(2 * inner, use_bias=False, name="in")(x_BxTxD)
-    u, z = jnp.split(xz, 2, axis=-1)
-    params = self.param("ssm", lambda key: ssm_lib.init_ssm_params(key, inner, self.state_size))
-    y, routing = ssm_lib.selective_ssm(nn.silu(u), params, brake=brake, selective=self.selective,
-                                       backend=self.backend, return_weights=with_routing)
-    return nn.Dense(d, use_bias=False, name="out")(y * nn.silu(z)), routing, None  # TODO(prior)
+    if inner % self.n_heads:
+      raise ValueError(f"model.n_heads={self.n_heads} must divide the SSM's expand * width = "
+                       f"{self.expand} * {d} = {inner} channels")
+    if self.conv_width < 0 or self.dt_rank < 0:
+      raise ValueError(f"model.conv_width and model.dt_rank must be >= 0, got {self.conv_width} "
+                       f"and {self.dt_rank}")
+    dt_rank = self.dt_rank or -(-d // 16)
+    xz = nn.Dense((2 if self.gate else 1) * inner, use_bias=False, name="in")(x_BxTxD)
+    u, z = jnp.split(xz, 2, axis=-1) if self.gate else (xz, None)
+    if self.conv_width:
+      u = self._causal_conv(u)
+    u = nn.silu(u)
+    params = self.param("ssm", lambda key: ssm_lib.init_ssm_params(
+        key, inner, self.state_size, dt_rank=dt_rank))
+
+    def ssm(content, return_weights):
+      return ssm_lib.selective_ssm(u, params, brake=brake, selective=self.selective,
+                                   backend=self.backend, n_heads=self.n_heads, content=content,
+                                   return_weights=return_weights)
+
+    y, routing = ssm(self.content, with_routing)
+    prior = None
+    if with_routing:
+      prior = routing if not self.content else ssm(False, True)[1]
+    if self.gate:
+      y = y * nn.silu(z)
+    return nn.Dense(d, use_bias=False, name="out")(y), routing, prior
+
+  def _causal_conv(self, u_BxTxC):
+    """Depthwise causal conv over time: `v_t[c] = bias[c] + sum_k w[k, c] u_{t-W+1+k}[c]` with
+    zeros before t = 0 (PyTorch Conv1d(groups=C, padding=W-1) cut to T; same init: uniform in
+    `+-1/sqrt(W)` for taps and bias)."""
+    width, channels = self.conv_width, u_BxTxC.shape[-1]
+    bound = width**-0.5
+    init = lambda key, shape: jax.random.uniform(key, shape, minval=-bound, maxval=bound)
+    kernel_WxC = self.param("conv_kernel", init, (width, channels))
+    bias_C = self.param("conv_bias", init, (channels,))
+    t = u_BxTxC.shape[-2]
+    padded = jnp.pad(u_BxTxC, ((0, 0), (width - 1, 0), (0, 0)))
+    return bias_C + sum(kernel_WxC[k] * padded[:, k:k + t] for k in range(width))
 
 
 class RWKVMixer(nn.Module):
@@ -183,7 +232,10 @@ def make_mixer(kind: str, model_config, *, layer: int = 0, n_layers: int = 1) ->
                           brake_slopes=model_config.brake_slopes)
   if kind == "ssm":
     return SSMMixer(state_size=model_config.state_size, expand=model_config.expand,
-                    selective=model_config.selective, backend=model_config.ssm_backend)
+                    selective=model_config.selective, backend=model_config.ssm_backend,
+                    n_heads=model_config.n_heads, conv_width=model_config.conv_width,
+                    dt_rank=model_config.dt_rank, gate=model_config.gate,
+                    content=model_config.content)
   if kind == "rwkv":
     cfg = model_config
     return RWKVMixer(n_heads=cfg.n_heads, layer=layer, n_layers=n_layers, content=cfg.content,
