@@ -17,6 +17,10 @@ A config (`ml_collections.ConfigDict`) has these sections:
   execution   mode ("vmap" | "map" | "sequential"), chunk (runs per vmapped group for "map")
   metrics     sink_eps, hub_factor, onset_metric, onset_threshold, onset_layer_reduce
   checkpoint  max_to_keep
+  output      tensorboard (False: also write TensorBoard event files per run, `rc_jax.tensorboard`)
+
+`execution`, `checkpoint` and `output` never change the numbers: a workdir resumes (or grows, see
+`rc_jax.grid`) whatever their values.
 
 `configs/<router>.py` files call `base_config(router, preset)` and adjust it.
 """
@@ -64,6 +68,7 @@ def base_config(router: str, preset: str) -> ml_collections.ConfigDict:
   c.metrics = dict(sink_eps=0.3, hub_factor=2.0, onset_metric="sink_excess",
                    onset_threshold=1.5, onset_layer_reduce="max")
   c.checkpoint = dict(max_to_keep=2)
+  c.output = dict(tensorboard=False)
   if preset == "tiny":
     c.model.update(width=16, depth=2, n_heads=2, state_size=4)
     c.task.update(vocab_size=16, seq_len=16, batch_size=4, probe_batch_size=2)
@@ -150,6 +155,8 @@ def validate(config) -> None:
   schedule_sizes(config.train)
   _check_positive_ints(config.execution, "execution", ("chunk",))
   _check_positive_ints(config.checkpoint, "checkpoint", ("max_to_keep",))
+  if not isinstance(config.output.tensorboard, bool):
+    _fail("output.tensorboard", f"must be True or False, got {config.output.tensorboard!r}")
   if config.router == "graph":
     _check_choice(config, "task.name", GRAPH_TASKS)
   else:

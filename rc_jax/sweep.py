@@ -12,24 +12,26 @@ decides how runs execute — the numbers are the same in every mode:
 
 Training proceeds in chunks of `train.chunk_steps`: a Python loop over one jitted chunk function,
 an Orbax checkpoint (run-batched state, logs so far, JSON metadata) after each chunk, and resumption
-from the latest complete checkpoint when rerun with the same workdir and config.
+from the latest complete checkpoint when rerun with the same workdir and config. Rerun with a larger
+grid, a workdir keeps its finished runs and trains only the new ones (`rc_jax.grid`). Progress goes
+to the "rc_jax" logger (`rc_jax.progress`); with `config.output.tensorboard`, per-run TensorBoard
+curves to `workdir/tensorboard` (`rc_jax.tensorboard`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from typing import Any, Callable, NamedTuple
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from rc_jax import config_lib, outputs
+from rc_jax import config_lib, grid, outputs, progress, tensorboard
+from rc_jax.grid import WorkdirError
 from rc_jax.train import Trainer, make_train
 
 
@@ -43,9 +45,8 @@ class SweepResult(NamedTuple):
 
 
 def config_fingerprint(config) -> str:
-  """Hash of everything that determines the numbers (execution strategy excluded)."""
-  relevant = {k: v for k, v in config.to_dict().items() if k not in ("execution", "checkpoint")}
-  return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+  """Hash of everything that determines the numbers (execution, checkpoint, output excluded)."""
+  return grid.fingerprint(config)
 
 
 def _layout(n_runs: int, n_devices: int) -> tuple[int, int]:
@@ -129,10 +130,6 @@ def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
                                options=options)
 
 
-class WorkdirError(ValueError):
-  """A workdir that cannot be resumed: checkpoints of another config or layout, or unreadable."""
-
-
 def _unreadable(manager: ocp.CheckpointManager, step: int, err: Exception) -> WorkdirError:
   reason = (str(err).strip().splitlines() or [""])[0][:200]
   return WorkdirError(
@@ -170,32 +167,30 @@ def _restore(manager: ocp.CheckpointManager, step: int, abstract_state):
   return restored.state, logs, restored.meta["chunks_done"]
 
 
-def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
-              devices=None) -> SweepResult:
-  """Trains every run of `config`'s grid, writing checkpoints and outputs under `workdir`.
+class _PartResult(NamedTuple):
+  runs: list[dict]
+  history: dict[str, np.ndarray]   # [R, K(, L)] host logs so far
+  state: Any
+  timings: dict[str, float]
+  n_devices: int
+  sharding: jax.sharding.NamedSharding
+  complete: bool
 
-  Args:
-    config: a validated sweep config (`config_lib.validate`).
-    workdir: output directory; resumes from `workdir/checkpoints` if it holds a checkpoint of the
-      same config (else `WorkdirError`, also for an unreadable checkpoint).
-    stop_after_chunks: stop (after checkpointing) once this many chunks are done in total; outputs
-      are then not written. For pausing long sweeps, and for tests of resumption.
-    devices: devices to shard the run axis over (default: all).
 
-  Returns:
-    SweepResult (logs and paths empty when stopped early).
-  """
-  config_lib.validate(config)
-  t_start = time.perf_counter()
-  runs = config_lib.run_grid(config)
-  fingerprint = config_fingerprint(config)
-  manager = _checkpoint_manager(workdir, config)
+def _open_part(part: grid.Part, n_devices: int):
+  """The part's checkpoint manager and latest step, checked resumable."""
+  manager = _checkpoint_manager(part.workdir, part.config)
   latest = manager.latest_step()
   if latest is not None:
-    _check_resumable(manager, latest, fingerprint, len(jax.devices() if devices is None else devices))
-  with outputs.atomic_open(os.path.join(workdir, "config.json")) as f:
-    json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
+    _check_resumable(manager, latest, config_fingerprint(part.config), n_devices)
+  return manager, latest
 
+
+def _train_part(config, manager, latest, *, devices, stop_after_chunks, reporter,
+                tensorboard_dir) -> _PartResult:
+  """Trains (or resumes, or just restores) the runs of `config`'s grid in `manager`'s directory."""
+  runs = config_lib.run_grid(config)
+  fingerprint = config_fingerprint(config)
   trainer, compiled = compiled_for(config, devices)
   n_devices = compiled.sharding.mesh.size
   per_device, _ = _layout(len(runs), n_devices)
@@ -203,48 +198,125 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
   hparams = jax.tree.map(shard, _hparams(runs))
   key_data = shard(_key_data(runs))
   timings = {"compile_init_s": 0.0, "compile_chunk_s": 0.0, "train_s": 0.0}
+  onset = _onset(config)
+  last_chunk = trainer.n_chunks if stop_after_chunks is None else min(stop_after_chunks,
+                                                                      trainer.n_chunks)
+  chunks_done = 0
+  if latest is None or latest < last_chunk:
+    reporter.compiling(compiled.chunk, n_runs=len(runs), n_devices=n_devices,
+                       per_device=per_device, steps=config.train.steps,
+                       chunk_steps=config.train.chunk_steps, execution=config.execution)
 
   if latest is None:
     t0 = time.perf_counter()
     state, first = compiled.init(key_data, hparams)
     history = {name: value[:, None] for name, value in _unlayout(first, len(runs)).items()}
     timings["compile_init_s"] = time.perf_counter() - t0
-    chunks_done = 0
+    reporter.initialised(len(runs), timings["compile_init_s"])
   else:
     abstract = jax.eval_shape(compiled.init, key_data, hparams)[0]
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=compiled.sharding), abstract)
     state, history, chunks_done = _restore(manager, latest, abstract)
-    logging.info("resumed %s from chunk %d/%d", workdir, chunks_done, trainer.n_chunks)
+    reporter.info("resumed %s from chunk %d/%d", manager.directory, chunks_done, trainer.n_chunks)
 
-  last_chunk = trainer.n_chunks if stop_after_chunks is None else min(stop_after_chunks,
-                                                                      trainer.n_chunks)
-  for chunk_index in range(chunks_done, last_chunk):
-    t0 = time.perf_counter()
-    state, chunk_logs = compiled.chunk(state, hparams)
-    chunk_logs = _unlayout(chunk_logs, len(runs))
-    elapsed = time.perf_counter() - t0
-    timings["compile_chunk_s" if chunk_index == chunks_done else "train_s"] += elapsed
-    history = {name: np.concatenate([history[name], chunk_logs[name]], axis=1) for name in history}
-    manager.save(chunk_index + 1, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), logs=ocp.args.StandardSave(history),
-        meta=ocp.args.JsonSave({"fingerprint": fingerprint, "chunks_done": chunk_index + 1,
-                                "devices": n_devices})))
-    logging.info("step %d/%d | %d runs | %.0f run-steps/s | ETA %.0fs",
-                 (chunk_index + 1) * config.train.chunk_steps, config.train.steps, len(runs),
-                 len(runs) * config.train.chunk_steps / elapsed,
-                 (trainer.n_chunks - chunk_index - 1) * elapsed)
+  writer = None
+  if tensorboard_dir and jax.process_index() == 0 and chunks_done < last_chunk:
+    writer = tensorboard.SweepWriter(tensorboard_dir, runs,
+                                     first_step=chunks_done * config.train.chunk_steps + int(
+                                         chunks_done > 0))
+    if chunks_done == 0:
+      writer.write(history, onset)
+  try:
+    for chunk_index in range(chunks_done, last_chunk):
+      t0 = time.perf_counter()
+      state, chunk_logs = compiled.chunk(state, hparams)
+      chunk_logs = _unlayout(chunk_logs, len(runs))
+      elapsed = time.perf_counter() - t0
+      timings["compile_chunk_s" if chunk_index == chunks_done else "train_s"] += elapsed
+      history = {name: np.concatenate([history[name], chunk_logs[name]], axis=1)
+                 for name in history}
+      manager.save(chunk_index + 1, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), logs=ocp.args.StandardSave(history),
+          meta=ocp.args.JsonSave({"fingerprint": fingerprint, "chunks_done": chunk_index + 1,
+                                  "devices": n_devices})))
+      if writer:
+        writer.write(chunk_logs, onset)
+      reporter.chunk(compiled.chunk, index=chunk_index, n_chunks=trainer.n_chunks,
+                     chunk_steps=config.train.chunk_steps, elapsed=elapsed, n_runs=len(runs),
+                     runs=runs, logs=chunk_logs, onset=onset)
+  finally:
+    if writer:
+      writer.close()
   manager.wait_until_finished()
   manager.close()
+  complete = history["step"].shape[1] == len(trainer.logged_steps)
+  return _PartResult(runs, history, state, timings, n_devices, compiled.sharding, complete)
 
-  if history["step"].shape[1] < len(trainer.logged_steps):  # stopped early: no outputs yet
+
+def _onset(config) -> dict:
+  return {"metric": config.metrics.onset_metric, "threshold": config.metrics.onset_threshold,
+          "layer_reduce": config.metrics.onset_layer_reduce}
+
+
+def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
+              devices=None, verbose: bool = True) -> SweepResult:
+  """Trains every run of `config`'s grid, writing checkpoints and outputs under `workdir`.
+
+  Args:
+    config: a validated sweep config (`config_lib.validate`).
+    workdir: output directory; resumes from `workdir/checkpoints` if it holds a checkpoint of the
+      same config (else `WorkdirError`, also for an unreadable checkpoint). A larger grid (more
+      seeds, learning rates or brakes, nothing else changed) keeps the finished runs and trains
+      only the new ones (`rc_jax.grid`).
+    stop_after_chunks: stop (after checkpointing) once this many chunks are done in total (in each
+      part of a grown workdir); outputs are then not written. For pausing long sweeps, and for
+      tests of resumption.
+    devices: devices to shard the run axis over (default: all).
+    verbose: log progress to the "rc_jax" logger (`rc_jax.progress`).
+
+  Returns:
+    SweepResult (logs and paths empty when stopped early).
+  """
+  config_lib.validate(config)
+  t_start = time.perf_counter()
+  reporter = progress.Reporter(verbose)
+  devices = tuple(jax.devices() if devices is None else devices)
+  parts, grids = grid.plan(config, workdir, reporter.info)
+  opened = [_open_part(part, len(devices)) for part in parts]
+  grid.commit(config, workdir, grids)
+  with outputs.atomic_open(os.path.join(workdir, "config.json")) as f:
+    json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
+  runs = config_lib.run_grid(config)
+  reporter.info("sweep of %d runs into %s", len(runs), workdir)
+  reporter.devices(devices, jax.process_index(), jax.process_count())
+  tensorboard_dir = os.path.join(workdir, "tensorboard") if config.output.tensorboard else None
+  results = []
+  for part, (manager, latest) in zip(parts, opened):
+    if part.label:
+      reporter.info("part %s: %d runs", part.label, len(config_lib.run_grid(part.config)))
+    results.append(_train_part(part.config, manager, latest, devices=devices,
+                               stop_after_chunks=stop_after_chunks, reporter=reporter,
+                               tensorboard_dir=tensorboard_dir))
+  timings = {name: sum(r.timings[name] for r in results) for name in results[0].timings}
+  n_devices, sharding = results[0].n_devices, results[0].sharding
+  if [grid.run_key(r) for r in results[0].runs] == [grid.run_key(r) for r in runs]:
+    state = results[0].state  # one part, in the config's order
+  else:
+    host = grid.merge(runs, [r.runs for r in results],
+                      [_unlayout(r.state, len(r.runs)) for r in results])
+    per_device, _ = _layout(len(runs), n_devices)
+    state = jax.tree.map(
+        lambda x: jax.device_put(_pad_and_shape(x, n_devices, per_device), sharding), host)
+  if not all(r.complete for r in results):  # stopped early: no outputs yet
     return SweepResult(runs, {}, state, {}, timings)
+  history = grid.merge(runs, [r.runs for r in results], [r.history for r in results])
   timings["total_s"] = time.perf_counter() - t_start
-  onset = {"metric": config.metrics.onset_metric, "threshold": config.metrics.onset_threshold,
-           "layer_reduce": config.metrics.onset_layer_reduce}
   extra = {"timings": timings, "devices": n_devices, "execution": config.execution.to_dict(),
-           "fingerprint": fingerprint}
-  paths = outputs.write_all(workdir, runs, history, onset, extra)
+           "fingerprint": config_fingerprint(config), "grids": grids}
+  reporter.info("writing tables and figures")
+  paths = outputs.write_all(workdir, runs, history, _onset(config), extra)
+  reporter.info("%d runs done in %.1fs; outputs in %s", len(runs), timings["total_s"], workdir)
   return SweepResult(runs, history, state, paths, timings)
 
 
