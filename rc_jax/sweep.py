@@ -316,7 +316,7 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
            "fingerprint": config_fingerprint(config), "grids": grids}
   reporter.info("writing tables and figures")
   paths = outputs.write_all(workdir, runs, history, _onset(config), extra)
-  reporter.info("%d runs done in %.1fs; outputs in %s", len(runs), timings["total_s"], workdir)
+  reporter.info("done: %d runs in %.1fs; outputs in %s", len(runs), timings["total_s"], workdir)
   return SweepResult(runs, history, state, paths, timings)
 
 

@@ -8,6 +8,9 @@ import sys
 import tempfile
 
 from absl.testing import absltest, parameterized
+import pytest
+
+from rc_jax import config_lib
 
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 _LAUNCHER = os.path.join(_ROOT, "experiments", "sweep.py")
@@ -20,6 +23,7 @@ def _launch(*flags):
                           stderr=subprocess.PIPE, text=True, cwd=_ROOT)
 
 
+@pytest.mark.slow
 class LauncherTinyPresetsTest(parameterized.TestCase):
   """All five tiny sweeps run concurrently once; each test checks one workdir."""
 
@@ -42,6 +46,11 @@ class LauncherTinyPresetsTest(parameterized.TestCase):
     code, stdout, stderr = self.finished[router]
     self.assertEqual(code, 0, stderr[-3000:])
     self.assertIn("runs done", stdout)
+    # progress on stderr: devices, program size before compiling, one line per chunk with digest
+    for line in ("devices: ", "compiling: 4 runs", "chunk 1/2 (step 4/8): compiling+first chunk",
+                 "chunk 2/2 (step 8/8): ", "min/med/max"):
+      self.assertIn(line, stderr)
+    self.assertNotIn("libtpu", stderr)  # no INFO chatter of JAX probing absent accelerators
     workdir = os.path.join(self._tmp.name, router)
     with open(os.path.join(workdir, "config.json")) as f:
       self.assertEqual(json.load(f)["router"], router)
@@ -69,7 +78,9 @@ class LauncherTinyPresetsTest(parameterized.TestCase):
 
 
 _BAD_FLAGS = {
-    "unknown_key": (["--config.sweep.nope=1"], "unknown config key"),
+    "unknown_key": (["--config.sweep.nope=1"], "unknown config key sweep.nope"),
+    "misspelt_key": (["--config.train.stepz=3"],
+                     "error: unknown config key train.stepz (did you mean train.steps?)"),
     "unknown_nested_key": ([f"--config={_ROOT}/configs/ssm.py:tiny", "--config.model.nope=1"],
                            "unknown config key"),
     "negative_brake": (["--config.sweep.brakes=(0.0,-0.1)"], "config.sweep.brakes"),
@@ -89,7 +100,9 @@ class LauncherBadFlagsTest(parameterized.TestCase):
     cls._tmp = tempfile.TemporaryDirectory()
     procs = {name: _launch(*flags, f"--workdir={cls._tmp.name}/{name}")
              for name, (flags, _) in _BAD_FLAGS.items()}
+    help_proc = _launch("--help")
     cls.finished = {name: (p.wait(timeout=300), p.stderr.read()) for name, p in procs.items()}
+    cls.help = (help_proc.wait(timeout=300), help_proc.stdout.read() + help_proc.stderr.read())
 
   @classmethod
   def tearDownClass(cls):
@@ -103,7 +116,15 @@ class LauncherBadFlagsTest(parameterized.TestCase):
     error_lines = [l for l in stderr.splitlines() if l.startswith("error:")]
     self.assertLen(error_lines, 1, stderr)
     self.assertIn(_BAD_FLAGS[name][1], error_lines[0])
+    self.assertNotIn("\\n", error_lines[0])
     self.assertFalse(os.path.exists(os.path.join(self._tmp.name, name)))
+
+  def test_help_lists_routers_presets_modes_and_config_keys(self):
+    _, text = self.help  # absl's --help exits with status 1
+    for word in ROUTERS + config_lib.PRESETS + config_lib.EXECUTION_MODES:
+      self.assertIn(word, text)
+    self.assertIn("rc_jax/config_lib.py", text)
+    self.assertIn("--workdir=DIR [--config.KEY=VALUE]", text)  # usage line not run together
 
 
 if __name__ == "__main__":
