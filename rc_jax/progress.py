@@ -1,15 +1,19 @@
 """Progress of a sweep through Python's standard `logging` (logger "rc_jax", INFO level).
 
-What a sweep reports, in order:
+What a sweep reports, in order (the default attention sweep on one CPU device; numbers
+illustrative):
 
-    devices: 4 x cpu (process 0 of 1)
-    compiling: 16 runs (4 per device x 4 devices, execution vmap), 2000 steps in 4 chunks of 500
-    chunk 1/4 (step 500/2000): compiling+first chunk 95.3s
-      grid point          loss min/med/max       sink_excess(max) min/med/max  >1.5
-      brake=0             2.71/2.75/2.80         1.21/1.35/1.50                1/2
+    sweep of 16 runs into runs/attention
+    devices: 1 x cpu (process 0 of 1)
+    compiling: 16 runs (16 per device x 1 device, execution vmap), 2000 steps in 4 chunks of 500
+    initialised 16 runs and measured step 0 in 41s (compiling included)
+    chunk 1/4 (step 500/2000): compiling+first chunk 4.2min | ETA after the next chunk
+      grid point  loss min/med/max  sink_excess(max) min/med/max  >1.5
+      brake=0     2.31/2.33/2.35    1.42/1.55/1.68                1/2
       ...
-    chunk 2/4 (step 1000/2000): 10.2s | 784 run-steps/s | ETA 20s
+    chunk 2/4 (step 1000/2000): 95s | 84.2 run-steps/s | ETA 3.2min
     ...
+    done: 16 runs in 14.1min; outputs in runs/attention
 
 The ETA averages the steady-state chunks only: the first chunk a process runs includes compiling
 the program, so it is reported but not extrapolated. The digest gives, per grid point (brake, and

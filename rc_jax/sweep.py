@@ -41,7 +41,8 @@ class SweepResult(NamedTuple):
   state: Any                    # final run-batched TrainState, [n_devices, runs_per_device, ...]
   paths: dict[str, str]         # output files written
   timings: dict[str, float]     # compile_init_s; compile_chunk_s (first chunk run by this call,
-                                # compilation included); train_s (the other chunks); total_s
+                                # compilation included; summed over the parts of a grown
+                                # workdir); train_s (the other chunks); total_s
 
 
 def config_fingerprint(config) -> str:
