@@ -219,7 +219,11 @@ def _train_part(config, manager, latest, *, devices, stop_after_chunks, reporter
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=compiled.sharding), abstract)
     state, history, chunks_done = _restore(manager, latest, abstract)
-    reporter.info("resumed %s from chunk %d/%d", manager.directory, chunks_done, trainer.n_chunks)
+    if chunks_done < trainer.n_chunks:
+      reporter.info("resuming %s from chunk %d/%d", manager.directory, chunks_done,
+                    trainer.n_chunks)
+    else:
+      reporter.info("restored %d finished runs from %s", len(runs), manager.directory)
 
   writer = None
   if tensorboard_dir and jax.process_index() == 0 and chunks_done < last_chunk:
