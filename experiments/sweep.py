@@ -1,11 +1,32 @@
-"""Launches a sweep: seeds x brakes x learning rates in one compiled program.
+"""Launches a sweep: seeds x brakes x learning rates of one router, trained as one compiled program.
 
-    python experiments/sweep.py --config=configs/attention.py:cpu --workdir=runs/attention \
-        [--config.sweep.brakes="(0.0,0.1)" --config.train.steps=2000 ...]
+  python experiments/sweep.py --config=configs/ROUTER.py:PRESET --workdir=DIR [--config.KEY=VALUE]
 
-Writes config.json, metrics.csv, onsets.csv, summary.json and figures/ into the workdir; rerunning
-with the same workdir resumes from the newest intact checkpoint, and rerunning a finished sweep
-rewrites nothing (--overwrite_outputs rewrites its tables and figures).
+Routers (configs/ROUTER.py; the brake is -beta * distance in log-routing space):
+  attention  softmax attention LM on bigram-backcopy; distance = token lag i - j
+  graph      graph attention node classifier on a stochastic block model; distance = hops
+  ssm        selective SSM (Mamba S6) LM; an extra decay exp(-beta) per step
+  rwkv       RWKV-style recurrent mixer LM; an extra decay per step added to the learned one
+  depth      AttnRes, learned residuals routing over earlier layers; distance = depth lag l - i
+
+Presets (after the colon): tiny (test sizes, 8 steps), cpu (the default: 3 seeds x 8 brakes x 1000
+steps, minutes on 2 CPU cores), paper (accelerator scale: 4 seeds x 16 brakes x 2 learning rates,
+20k steps).
+
+Execution modes (--config.execution.mode; the numbers are the same in each): vmap (default, all of
+a device's runs batched), map (execution.chunk runs at a time, bounding memory), sequential (one
+run at a time).
+
+Config keys: every section and key is listed in the docstring of rc_jax/config_lib.py (router,
+model, task, train, sweep, execution, metrics, checkpoint, output). Override any key with
+--config.SECTION.KEY=VALUE, e.g.
+  --config.sweep.brakes="(0.0,0.1,1.0)" --config.train.steps=4000 --config.output.tensorboard=True
+
+Writes config.json, metrics.csv, onsets.csv, summary.json and figures/ into the workdir (and
+tensorboard/ with output.tensorboard). Rerunning with the same workdir resumes from the newest
+intact checkpoint, and rerunning a finished sweep rewrites nothing (--overwrite_outputs rewrites its
+tables and figures); a workdir of another config or grid is refused. Progress goes to stderr;
+--verbosity=-1 keeps only warnings.
 
 Several processes (hosts of a TPU slice, GPU nodes, or processes on one machine) run one sweep
 together when started with the same flags plus the jax.distributed settings:
@@ -30,21 +51,22 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rc_jax import config_lib, distributed, sweep
+from rc_jax import config_lib, distributed, progress, sweep
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs",
-                               "attention.py")
+_DEFAULT_CONFIG = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
+                                                "configs", "attention.py"))
 
 
 def _default_workdir(config) -> str:
   return os.path.join("runs", config.router)
 
 
-class _QuietOrbax(pylogging.Filter):
-  """Drops Orbax's per-checkpoint INFO chatter; keeps its warnings and our progress lines."""
+class _WarningsOnly(pylogging.Filter):
+  """Keeps WARNING and above: other libraries' INFO chatter (Orbax per checkpoint, JAX's probe
+  of absent accelerator plugins such as libtpu.so) stays out of the terminal."""
 
   def filter(self, record):
-    return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
+    return record.levelno >= pylogging.WARNING
 
 
 def _override_path(name: str) -> str:
@@ -98,6 +120,18 @@ def _parse_flags(argv):
     _fail(err)
 
 
+def _show_progress() -> None:
+  """Progress lines (logger "rc_jax") as plain `HH:MM:SS message` lines on stderr; other
+  libraries' INFO lines only when --verbosity is given."""
+  verbosity = flags.FLAGS["verbosity"]
+  logger = progress.LOGGER
+  logger.addHandler(progress.plain_handler())
+  logger.propagate = False
+  logger.setLevel(pylogging.INFO if verbosity.value >= 0 else pylogging.WARNING)
+  if not verbosity.present:
+    logging.get_absl_handler().addFilter(_WarningsOnly())
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -114,9 +148,8 @@ def main(argv):
       distributed.initialize(**settings, auto=True)
     except (RuntimeError, ValueError) as err:
       _fail(f"jax.distributed.initialize failed: {err}")
-  logging.get_absl_handler().addFilter(_QuietOrbax())
+  _show_progress()
   workdir = _WORKDIR.value or _default_workdir(config)
-  logging.info("sweep of %d runs into %s", len(config_lib.run_grid(config)), workdir)
   try:
     result = sweep.run_sweep(config, workdir, overwrite_outputs=_OVERWRITE.value)
   except (OSError, ValueError) as err:  # WorkdirError and bad data are ValueErrors

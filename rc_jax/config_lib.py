@@ -18,6 +18,10 @@ A config (`ml_collections.ConfigDict`) has these sections:
   execution   mode ("vmap" | "map" | "sequential"), chunk (runs per vmapped group for "map")
   metrics     sink_eps, hub_factor, onset_metric, onset_threshold, onset_layer_reduce
   checkpoint  max_to_keep (>= 2: the previous checkpoint is the fallback for a damaged latest one)
+  output      tensorboard (False: also write TensorBoard event files per run, `rc_jax.tensorboard`)
+
+`execution`, `checkpoint` and `output` never change the numbers: a workdir resumes whatever their
+values.
 
 `configs/<router>.py` files call `sweep_config(router, arg)`: `arg` is a preset optionally followed
 by comma-separated variants (`"cpu,recall,prior"`), each a named set of overrides (`VARIANTS`).
@@ -68,6 +72,7 @@ def base_config(router: str, preset: str) -> ml_collections.ConfigDict:
   c.metrics = dict(sink_eps=0.3, hub_factor=2.0, onset_metric="shared_sources",
                    onset_threshold=0.25, onset_layer_reduce="max")
   c.checkpoint = dict(max_to_keep=2)
+  c.output = dict(tensorboard=False)
   if preset == "tiny":
     c.model.update(width=16, depth=2, n_heads=2, state_size=4)
     c.task.update(vocab_size=16, seq_len=16, batch_size=4, probe_batch_size=2)
@@ -229,6 +234,8 @@ def validate(config) -> None:
   nats = config.train.divergence_nats
   if isinstance(nats, bool) or not isinstance(nats, (int, float)) or math.isnan(nats) or nats <= 0:
     _fail("train.divergence_nats", f"must be a number > 0 (inf: off), got {nats!r}")
+  if not isinstance(config.output.tensorboard, bool):
+    _fail("output.tensorboard", f"must be True or False, got {config.output.tensorboard!r}")
   if config.router == "graph":
     _check_choice(config, "task.name", GRAPH_TASKS)
   else:

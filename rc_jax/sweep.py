@@ -32,6 +32,11 @@ every process takes part in checkpointing; only process 0 writes the config, tab
 
 Diverged runs (rc_jax/train.py) are frozen in-step; the outputs give each run a `status` ("ok" or
 "diverged") and `diverged_step`, and its later metrics are NaN, so no aggregate reads them.
+
+Progress goes to the "rc_jax" logger (`rc_jax.progress`: the program's size before compiling, one
+line per chunk with an ETA from the steady chunks, a per-grid-point digest); with
+`config.output.tensorboard`, process 0 appends per-run TensorBoard curves to `workdir/tensorboard`
+after every chunk (`rc_jax.tensorboard`).
 """
 
 from __future__ import annotations
@@ -45,12 +50,12 @@ import tempfile
 import time
 from typing import Any, Callable, NamedTuple
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rc_jax import artifacts, checkpoints, config_lib, distributed, grid_limits, outputs
+from rc_jax import (artifacts, checkpoints, config_lib, distributed, grid_limits, outputs, progress,
+                    tensorboard)
 from rc_jax.train import Trainer, make_train
 
 WorkdirError = checkpoints.WorkdirError
@@ -67,9 +72,13 @@ class SweepResult(NamedTuple):
   already_complete: bool = False  # a rerun of a finished sweep: nothing computed or rewritten
 
 
+# config sections that never change the numbers
+FREE_SECTIONS = ("execution", "checkpoint", "output")
+
+
 def config_fingerprint(config, exclude: tuple[str, ...] = ()) -> str:
-  """Hash of everything that determines the numbers (execution strategy excluded)."""
-  exclude = ("execution", "checkpoint") + tuple(exclude)
+  """Hash of everything that determines the numbers (`FREE_SECTIONS` and `exclude` left out)."""
+  exclude = FREE_SECTIONS + tuple(exclude)
   relevant = {k: v for k, v in config.to_dict().items() if k not in exclude}
   return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -203,7 +212,7 @@ def remove_stale_tmp(workdir: str) -> list[str]:
       os.remove(path)
       removed.append(path)
   if removed:
-    logging.info("removed %d stale temporary file(s) from %s", len(removed), workdir)
+    progress.LOGGER.info("removed %d stale temporary file(s) from %s", len(removed), workdir)
   return removed
 
 
@@ -238,7 +247,7 @@ def _check_meta(fingerprint: str, n_devices: int, directory: str) -> Callable[[d
 def _warn_if_other_execution(workdir: str, done: list[str], label: str) -> None:
   others = sorted(set(done) - {label})
   if others:
-    logging.warning(
+    progress.LOGGER.warning(
         "resuming %s under execution %s; its first %d chunks ran under %s: execution modes agree "
         "to float32 rounding, not bit for bit, so these numbers mix both (execution_per_chunk in "
         "summary.json)", workdir, label, len(done), " and ".join(others))
@@ -255,8 +264,13 @@ def _one_run_shapes(trainer: Trainer) -> tuple:
   return _SHAPES[id(trainer)]
 
 
+def _onset(config) -> dict:
+  return {"metric": config.metrics.onset_metric, "threshold": config.metrics.onset_threshold,
+          "layer_reduce": config.metrics.onset_layer_reduce}
+
+
 def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
-              devices=None, overwrite_outputs: bool = False) -> SweepResult:
+              devices=None, overwrite_outputs: bool = False, verbose: bool = True) -> SweepResult:
   """Trains every run of `config`'s grid, writing checkpoints and outputs under `workdir`.
 
   Bad input (config, workdir, data, a grid too large: ValueError / WorkdirError) is refused before
@@ -270,6 +284,7 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
       are then not written. For pausing long sweeps, and for tests of resumption.
     devices: devices to shard the run axis over (default: all, of every process).
     overwrite_outputs: rewrite the tables and figures of an already finished sweep.
+    verbose: log progress to the "rc_jax" logger (`rc_jax.progress`).
 
   Returns:
     SweepResult (logs and paths empty when stopped early). Its runs carry "status" ("ok" or
@@ -277,9 +292,12 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
   """
   config_lib.validate(config)
   t_start = time.perf_counter()
+  reporter = progress.Reporter(verbose)
   runs = config_lib.run_grid(config)
   fingerprint = config_fingerprint(config)
   workdir = check_workdir(workdir)
+  if config.output.tensorboard:
+    tensorboard.check_available()  # before anything is written
   trainer, compiled = compiled_for(config, devices)  # reads the task's data: may raise ValueError
   n_devices = compiled.sharding.mesh.size
   per_device, _ = _layout(len(runs), n_devices)
@@ -308,28 +326,48 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
     except OSError as err:
       raise WorkdirError(f"cannot write {workdir}/config.json ({err})") from err
 
+  reporter.info("sweep of %d runs into %s", len(runs), workdir)
+  reporter.devices(compiled.sharding.mesh.devices.flat, distributed.process_index(),
+                   distributed.process_count())
   shard = lambda x: distributed.global_array(_pad_and_shape(x, n_devices, per_device),
                                              compiled.sharding)
   hparams = jax.tree.map(shard, _hparams(runs))
   timings = {"compile_init_s": 0.0, "compile_chunk_s": 0.0, "train_s": 0.0}
   label = execution_label(config)
+  onset = _onset(config)
+  last_chunk = trainer.n_chunks if stop_after_chunks is None else min(stop_after_chunks,
+                                                                      trainer.n_chunks)
+  if restored is None or restored.meta["chunks_done"] < last_chunk:
+    reporter.compiling(compiled.chunk, n_runs=len(runs), n_devices=n_devices,
+                       per_device=per_device, steps=config.train.steps,
+                       chunk_steps=config.train.chunk_steps, execution=config.execution)
   if restored is None:
     t0 = time.perf_counter()
     state, first = compiled.init(shard(_key_data(runs)), hparams)
     history = {name: value[:, None] for name, value in _unlayout(first, len(runs)).items()}
     timings["compile_init_s"] = time.perf_counter() - t0
+    reporter.initialised(len(runs), timings["compile_init_s"])
     chunks_done, execution = 0, []
   else:
     state, history = restored.state, restored.logs
     chunks_done, execution = restored.meta["chunks_done"], list(restored.meta["execution"])
     timings.update(restored.meta["timings"])
-    logging.info("resumed %s from chunk %d/%d", workdir, chunks_done, trainer.n_chunks)
+    if chunks_done < trainer.n_chunks:
+      reporter.info("resuming %s from chunk %d/%d", workdir, chunks_done, trainer.n_chunks)
+    else:
+      reporter.info("restored %d finished runs from %s", len(runs), workdir)
     _warn_if_other_execution(workdir, execution, label)
 
-  last_chunk = trainer.n_chunks if stop_after_chunks is None else min(stop_after_chunks,
-                                                                      trainer.n_chunks)
   first_chunk, earlier_total_s = chunks_done, timings.get("total_s", 0.0)
+  writer = None
   try:
+    if config.output.tensorboard and distributed.is_main() and chunks_done < last_chunk:
+      # a resumed writer starts after the restored logs' last step (step 0 is logged at init)
+      writer = tensorboard.SweepWriter(
+          os.path.join(workdir, "tensorboard"), runs,
+          first_step=chunks_done * config.train.chunk_steps + int(chunks_done > 0))
+      if chunks_done == 0:
+        writer.write(history, onset)
     for chunk_index in range(chunks_done, last_chunk):
       t0 = time.perf_counter()
       state, chunk_logs = compiled.chunk(state, hparams)
@@ -343,11 +381,14 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
       store.save(chunk_index + 1, state, history, {
           "fingerprint": fingerprint, "chunks_done": chunk_index + 1, "devices": n_devices,
           "execution": execution, "timings": timings})
-      logging.info("step %d/%d | %d runs | %.0f run-steps/s | ETA %.0fs",
-                   (chunk_index + 1) * config.train.chunk_steps, config.train.steps, len(runs),
-                   len(runs) * config.train.chunk_steps / elapsed,
-                   (trainer.n_chunks - chunk_index - 1) * elapsed)
+      if writer:
+        writer.write(chunk_logs, onset)
+      reporter.chunk(compiled.chunk, index=chunk_index, n_chunks=trainer.n_chunks,
+                     chunk_steps=config.train.chunk_steps, elapsed=elapsed, n_runs=len(runs),
+                     runs=runs, logs=chunk_logs, onset=onset)
   finally:
+    if writer:
+      writer.close()
     store.close()
 
   if history["step"].shape[1] < len(trainer.logged_steps):  # stopped early: no outputs yet
@@ -357,23 +398,23 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
           for run, d in zip(runs, diverged_at.tolist())]
   existing = _existing_outputs(workdir, fingerprint, len(trainer.logged_steps))
   if first_chunk == trainer.n_chunks and existing and not overwrite_outputs:
-    logging.warning("%s holds a finished sweep of this config: nothing recomputed or rewritten "
+    progress.LOGGER.warning("%s holds a finished sweep of this config: nothing recomputed or rewritten "
                     "(--overwrite_outputs rewrites the tables and figures)", workdir)
     return SweepResult(runs, history, state, existing, timings, already_complete=True)
   timings["total_s"] = earlier_total_s + time.perf_counter() - t_start
-  onset = {"metric": config.metrics.onset_metric, "threshold": config.metrics.onset_threshold,
-           "layer_reduce": config.metrics.onset_layer_reduce}
   extra = {"timings": timings, "devices": n_devices, "processes": distributed.process_count(),
            "execution": config.execution.to_dict(), "execution_per_chunk": execution,
            "fingerprint": fingerprint, "router": config.router, "config": config.to_dict()}
   paths = {}
   if distributed.is_main():
+    reporter.info("writing tables and figures")
     try:
       paths = artifacts.write_all(workdir, runs, history, onset, extra)
     except OSError as err:
       raise WorkdirError(f"cannot write the outputs into {workdir} ({err}); the sweep is "
                          "checkpointed: free space and rerun to write them") from err
   distributed.sync("outputs_written")  # leave together (JAX's shutdown barrier waits only 300 s)
+  reporter.info("done: %d runs in %.1fs; outputs in %s", len(runs), timings["total_s"], workdir)
   return SweepResult(runs, history, state, paths, timings)
 
 

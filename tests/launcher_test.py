@@ -27,6 +27,7 @@ def _launch(*flags, env=None):
                           stderr=subprocess.PIPE, text=True, cwd=_ROOT, env=env)
 
 
+@pytest.mark.slow
 class LauncherTinyPresetsTest(parameterized.TestCase):
   """All five tiny sweeps run concurrently once; each test checks one workdir."""
 
@@ -49,6 +50,11 @@ class LauncherTinyPresetsTest(parameterized.TestCase):
     code, stdout, stderr = self.finished[router]
     self.assertEqual(code, 0, stderr[-3000:])
     self.assertIn("runs done", stdout)
+    # progress on stderr: devices, program size before compiling, one line per chunk with digest
+    for line in ("devices: ", "compiling: 4 runs", "chunk 1/2 (step 4/8): compiling+first chunk",
+                 "chunk 2/2 (step 8/8): ", "min/med/max"):
+      self.assertIn(line, stderr)
+    self.assertNotIn("libtpu", stderr)  # no INFO chatter of JAX probing absent accelerators
     workdir = os.path.join(self._tmp.name, router)
     with open(os.path.join(workdir, "config.json")) as f:
       self.assertEqual(json.load(f)["router"], router)
@@ -132,7 +138,9 @@ class LauncherBadFlagsTest(parameterized.TestCase):
       if not any(flag.startswith("--workdir") for flag in flags):
         flags.append(f"--workdir={cls._tmp.name}/{name}")
       procs[name] = _launch(*flags)
+    help_proc = _launch("--help")
     cls.finished = {name: (p.wait(timeout=300), p.stderr.read()) for name, p in procs.items()}
+    cls.help = (help_proc.wait(timeout=300), help_proc.stdout.read() + help_proc.stderr.read())
 
   @classmethod
   def tearDownClass(cls):
@@ -146,6 +154,7 @@ class LauncherBadFlagsTest(parameterized.TestCase):
     error_lines = [l for l in stderr.splitlines() if l.startswith("error:")]
     self.assertLen(error_lines, 1, stderr)
     self.assertIn(_BAD_FLAGS[name][1], error_lines[0])
+    self.assertNotIn("\\n", error_lines[0])
     self.assertNotIn("Traceback", stderr)
     self.assertEqual(sorted(os.listdir(self._tmp.name)), self.before)
     with open(os.path.join(self._tmp.name, "a_file")) as f:
@@ -211,6 +220,13 @@ class LauncherKillAnywhereTest(absltest.TestCase):
                    glob.glob(os.path.join(workdir, "figures", ".*.tmp")) +
                    glob.glob(os.path.join(workdir, "checkpoints", "*tmp*")))
       self.assertEqual(leftovers, [], context)
+
+  def test_help_lists_routers_presets_modes_and_config_keys(self):
+    _, text = self.help  # absl's --help exits with status 1
+    for word in ROUTERS + config_lib.PRESETS + config_lib.EXECUTION_MODES:
+      self.assertIn(word, text)
+    self.assertIn("rc_jax/config_lib.py", text)
+    self.assertIn("--workdir=DIR [--config.KEY=VALUE]", text)  # usage line not run together
 
 
 if __name__ == "__main__":
