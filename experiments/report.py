@@ -25,6 +25,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweeps and the
                                "(default: runs/report_<preset>).")
 _PUBLISH = flags.DEFINE_string("publish", None, "Also copy REPORT.md, figures/ and tables/ here.")
 _ONLY = flags.DEFINE_list("only", None, "Run only these sweeps (names as in the report); no report.")
+_REUSE_ONLY = flags.DEFINE_bool("reuse_only", False, "Train nothing: write the report from the "
+                                "finished sweeps in --workdir; the others read as not run.")
 
 
 def _report_config():
@@ -60,6 +62,9 @@ def main(argv):
   for index, sweep in enumerate(sweeps):
     sweep_dir = os.path.join(workdir, sweep.name)
     commands[sweep.name] = (sweep.command(preset, workdir), sweep_dir)
+    if _REUSE_ONLY.value and not os.path.exists(os.path.join(sweep_dir, collect.VALUES_FILE)):
+      logging.warning("%s not run: its claims read inconclusive", sweep.name)
+      continue
     t0 = time.perf_counter()
     values[sweep.name] = collect.load_or_collect(sweep.config(preset), sweep_dir,
                                                  dict(cfg.exploratory_onset))

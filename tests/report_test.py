@@ -158,6 +158,12 @@ class ClaimsTest(absltest.TestCase):
     competing = claims.evaluate(self.values, self.cfg)[4]
     self.assertEqual(competing["verdict"], "not reproduced")
 
+  def test_a_sweep_not_run_reads_inconclusive(self):
+    del self.values["ssm-frozen-brake0"]
+    causal = claims.evaluate(self.values, self.cfg)[2]
+    self.assertEqual(causal["rows"][0]["outcome"], stats.INCONCLUSIVE)
+    self.assertEqual(causal["verdict"], "inconclusive")
+
   def test_writer(self):
     evaluated = claims.evaluate(self.values, self.cfg)
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,6 +21,8 @@ NULLS = ("init", "prior", "shuffled")
 def _seed_values(values: dict, which: str, metric: str, brake: float | None = None) -> list:
   """Per-seed values of `metric` (`which` in final/init/shuffled) at `brake` (default: smallest),
   first learning rate, ordered by seed."""
+  if not values:   # a sweep that was not run: no seeds, every comparison inconclusive
+    return []
   runs = values["runs"]
   brake = min(r["brake"] for r in runs) if brake is None else brake
   lr = runs[0]["learning_rate"]
@@ -37,7 +39,7 @@ def _null_values(values: dict, name: str, null: str, metric: str) -> list:
   if null == "prior":
     twin = values.get(_prior_name(name))
     return _seed_values(twin, "final", metric) if twin else []
-  return _seed_values(values[name], null, metric)
+  return _seed_values(values.get(name), null, metric)
 
 
 def _prior_name(name: str) -> str:
@@ -60,7 +62,7 @@ def signature_test(values: dict, name: str, component: dict, confidence: float,
                    nulls=NULLS) -> dict:
   """One signature component of sweep `name` at the smallest brake against each null."""
   metric = component["metric"]
-  trained = _seed_values(values[name], "final", metric)
+  trained = _seed_values(values.get(name), "final", metric)
   per_null = {null: stats.compare(trained, _null_values(values, name, null, metric),
                                   direction=component["direction"], margin=component["margin"],
                                   relative=component["relative"], confidence=confidence)
@@ -104,7 +106,11 @@ def claim_signature(values: dict, cfg) -> dict:
 
 def _onset_row(claim: str, values: dict, name: str, min_fraction: float,
                exploratory: bool = False) -> dict:
-  v = values[name]
+  v = values.get(name)
+  if v is None:
+    return {"claim": claim, "subject": name, "what": "onset by brake", "measurement": "not run",
+            "nulls": "", "outcome": stats.INCONCLUSIVE, "reason": "sweep not run",
+            "sweeps": [name], "exploratory": exploratory}
   brakes = sorted({r["brake"] for r in v["runs"]})
   lr = v["runs"][0]["learning_rate"]
   key, onset = (("exploratory_onset_step", v["exploratory_onset"]) if exploratory else
@@ -144,8 +150,8 @@ def claim_brake(values: dict, cfg) -> dict:
 def claim_causal(values: dict, cfg) -> dict:
   concentration = dict(cfg.signature.concentration)
   metric = concentration["metric"]
-  selective = _seed_values(values["ssm"], "final", metric)
-  frozen = _seed_values(values["ssm-frozen-brake0"], "final", metric)
+  selective = _seed_values(values.get("ssm"), "final", metric)
+  frozen = _seed_values(values.get("ssm-frozen-brake0"), "final", metric)
   freeze = stats.compare(selective, frozen, direction=1, margin=concentration["margin"],
                          confidence=cfg.confidence)
   rows = [{"claim": "3", "subject": "ssm vs ssm-frozen-brake0", "what": f"{metric}, selective - frozen",
@@ -170,11 +176,11 @@ def claim_normalised_keys(values: dict, cfg) -> dict:
   rows = [_signature_row("4", values, name, "concentration", concentration, cfg.confidence)
           for name in ("attention-cosine-brake0", "depth")]
   for name in ("attention-cosine-brake0", "depth"):
-    cv = _seed_values(values[name], "final", "key_norm_cv")
+    cv = _seed_values(values.get(name), "final", "key_norm_cv")
     rows.append({"claim": "4", "subject": name, "what": "key_norm_cv (context)",
                  "measurement": _fmt(_mean(cv)), "nulls": "", "outcome": "", "sweeps": [name]})
-  top = _seed_values(values["depth"], "final", "top_source_weight")
-  uniform = _seed_values(values["depth"], "final", "top_source_uniform")
+  top = _seed_values(values.get("depth"), "final", "top_source_weight")
+  uniform = _seed_values(values.get("depth"), "final", "top_source_uniform")
   rows.append({"claim": "4", "subject": "depth", "what": "top-source weight vs uniform "
                "(paper: 0.643 vs 0.245)", "measurement": f"{_fmt(_mean(top))} vs "
                f"{_fmt(_mean(uniform))}", "nulls": "", "outcome": "", "sweeps": ["depth"]})
@@ -230,8 +236,8 @@ def claim_norm_aware_fix(values: dict, cfg) -> dict:
     fix = f"{family}-distance-brake0"
     for label, component in cfg.signature.items():
       component = dict(component)
-      result = stats.compare(_seed_values(values[fix], "final", component["metric"]),
-                             _seed_values(values[family], "final", component["metric"]),
+      result = stats.compare(_seed_values(values.get(fix), "final", component["metric"]),
+                             _seed_values(values.get(family), "final", component["metric"]),
                              direction=-component["direction"], margin=component["margin"],
                              relative=component["relative"], confidence=cfg.confidence)
       rows.append({"claim": "6", "subject": f"{fix} vs {family}",
@@ -240,7 +246,7 @@ def claim_norm_aware_fix(values: dict, cfg) -> dict:
                    "outcome": result["outcome"], "sweeps": [fix, family]})
       if label == "concentration":
         outcomes.append(result["outcome"])
-    loss = [_seed_values(values[n], "final", "loss") for n in (fix, family)]
+    loss = [_seed_values(values.get(n), "final", "loss") for n in (fix, family)]
     rows.append({"claim": "6", "subject": f"{fix} vs {family}", "what": "final training loss",
                  "measurement": f"distance {_fmt(_mean(loss[0]))} vs dot {_fmt(_mean(loss[1]))}",
                  "nulls": "", "outcome": "", "sweeps": [fix, family]})
