@@ -60,6 +60,8 @@ def t_quantile(df: int, confidence: float) -> float:
 def compare(trained: Sequence[float | None], null: Sequence[float | None], *, direction: int,
             margin: float, relative: bool = False, confidence: float = 0.95) -> dict:
   """Paired comparison (module docstring) of per-seed values; None/NaN pairs are dropped."""
+  if len(trained) != len(null):   # a sweep not run (or of another grid): nothing to pair
+    trained, null = [], []
   t = np.array([np.nan if v is None else v for v in trained], np.float64)
   n = np.array([np.nan if v is None else v for v in null], np.float64)
   ok = np.isfinite(t) & np.isfinite(n)
