@@ -6,7 +6,8 @@
 cpu: wall time of the jitted, vmapped (`--runs` runs) loss+gradient step of the `cpu` preset for
 attention and for the SSM under each back-end, and of the probe forward (routing + prior), as
 run-steps/s and as a ratio to attention (train step alone, min / median over `--reps` interleaved
-rounds, and "sweep-like": one probe every 50 steps, from the minima). gpu: the paper preset's SSM
+rounds, and "sweep-like": one probe every 50 steps, from the minima; and the step's process CPU
+time, all threads, min). gpu: the paper preset's SSM
 layer (batch 64, T 128, C 256, N 16, 8 heads, dt_rank 8) forward+backward per back-end, and the
 routing of a 16-sequence probe (time and XLA temp bytes), medians of `--reps` calls.
 """
@@ -69,26 +70,31 @@ def _cpu():
     calls[name] = (compile_s, lambda g=grad, a=(params, brakes, keys): g(*a),
                    lambda p=probe, a=(params, brakes): p(*a))
   # Interleaved rounds, so that a load change on a shared machine hits every case alike.
-  times = {name: ([], []) for name in calls}
+  # Also process CPU time (all threads), less sensitive than wall time to other load.
+  times = {name: ([], [], []) for name in calls}
   for _ in range(_REPS.value):
     for name, (_, step, probe) in calls.items():
       for f, out in zip((step, probe), times[name]):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         jax.block_until_ready(f())
         out.append(time.perf_counter() - start)
+        if f is step:
+          times[name][2].append(time.process_time() - start_cpu)
   print(f"cpu preset, {runs} runs vmapped, {jax.device_count()} device(s), "
         f"{os.cpu_count()} cpus visible; min / median over {_REPS.value} interleaved rounds")
   print(f"{'model':<18}{'compile s':>10}{'step ms':>16}{'probe ms':>10}{'run-steps/s':>13}"
-        f"{'vs attn':>13}{'sweep-like':>12}{'vs attn':>9}")
+        f"{'vs attn':>13}{'sweep-like':>12}{'vs attn':>9}{'step cpu-ms':>13}{'vs attn':>9}")
   base = None
   for name, (compile_s, _, _) in calls.items():
-    steps, probes = (sorted(t) for t in times[name])
+    steps, probes, cpu = (sorted(t) for t in times[name])
     step_min, step_med, probe_min = steps[0], steps[len(steps) // 2], probes[0]
-    rates = (runs / step_min, runs / step_med, runs * 50 / (50 * step_min + probe_min))
+    rates = (runs / step_min, runs / step_med, runs * 50 / (50 * step_min + probe_min),
+             runs / cpu[0])
     base = base or rates
     print(f"{name:<18}{compile_s:>10.1f}{step_min * 1e3:>8.1f} /{step_med * 1e3:>6.1f}"
           f"{probe_min * 1e3:>10.1f}{rates[0]:>13.0f}{rates[0] / base[0]:>7.2f} /"
-          f"{rates[1] / base[1]:>4.2f}{rates[2]:>12.0f}{rates[2] / base[2]:>9.2f}")
+          f"{rates[1] / base[1]:>4.2f}{rates[2]:>12.0f}{rates[2] / base[2]:>9.2f}"
+          f"{cpu[0] * 1e3:>13.1f}{rates[3] / base[3]:>9.2f}")
 
 
 def _gpu():

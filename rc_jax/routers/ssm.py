@@ -223,15 +223,15 @@ def _head_magnitudes(delta_TxC, b_TxN, c_TxN, a_CxN, beta, n_heads: int) -> jax.
   """
   t_len, channels = delta_TxC.shape[-2:]
   lead = delta_TxC.shape[:-2]
+  heads_CxH = jnp.repeat(jnp.eye(n_heads, dtype=jnp.float32), channels // n_heads, axis=0)
 
   def step(g_SxCxN, inputs):
     t, delta_C, b_N, c_N = inputs
     g_SxCxN = g_SxCxN * jnp.exp(delta_C[..., None] * a_CxN - beta)[..., None, :, :]
     g_SxCxN = lax.dynamic_update_index_in_dim(
         g_SxCxN, delta_C[..., :, None] * b_N[..., None, :], t, axis=g_SxCxN.ndim - 3)
-    k_SxC = jnp.sum(c_N[..., None, None, :] * g_SxCxN, axis=-1)
-    m_SxH = jnp.sum(jnp.abs(k_SxC).reshape(lead + (t_len, n_heads, channels // n_heads)), -1)
-    return g_SxCxN, m_SxH
+    k_SxC = jnp.einsum("...n,...scn->...sc", c_N, g_SxCxN)
+    return g_SxCxN, jnp.einsum("...sc,ch->...sh", jnp.abs(k_SxC), heads_CxH)
 
   g0 = jnp.zeros(lead + (t_len, channels, a_CxN.shape[-1]), jnp.float32)
   time_major = lambda z: jnp.moveaxis(z, -2, 0)
