@@ -160,6 +160,13 @@ class LauncherBadFlagsTest(parameterized.TestCase):
     with open(os.path.join(self._tmp.name, "a_file")) as f:
       self.assertEqual(f.read(), "keep me")
 
+  def test_help_lists_routers_presets_modes_and_config_keys(self):
+    _, text = self.help  # absl's --help exits with status 1
+    for word in ROUTERS + config_lib.PRESETS + config_lib.EXECUTION_MODES:
+      self.assertIn(word, text)
+    self.assertIn("rc_jax/config_lib.py", text)
+    self.assertIn("--workdir=DIR [--config.KEY=VALUE]", text)  # usage line not run together
+
 
 class LauncherReadOnlyWorkdirTest(absltest.TestCase):
 
@@ -220,14 +227,6 @@ class LauncherKillAnywhereTest(absltest.TestCase):
                    glob.glob(os.path.join(workdir, "figures", ".*.tmp")) +
                    glob.glob(os.path.join(workdir, "checkpoints", "*tmp*")))
       self.assertEqual(leftovers, [], context)
-
-  def test_help_lists_routers_presets_modes_and_config_keys(self):
-    _, text = self.help  # absl's --help exits with status 1
-    for word in ROUTERS + config_lib.PRESETS + config_lib.EXECUTION_MODES:
-      self.assertIn(word, text)
-    self.assertIn("rc_jax/config_lib.py", text)
-    self.assertIn("--workdir=DIR [--config.KEY=VALUE]", text)  # usage line not run together
-
 
 if __name__ == "__main__":
   absltest.main()

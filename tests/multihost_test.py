@@ -91,7 +91,7 @@ class TwoProcessSweepTest(absltest.TestCase):
       p.communicate()
     self.assertFalse(os.path.exists(os.path.join(workdir, "metrics.csv")))
     (_, err0), _ = self._finish(self._launch(workdir))
-    self.assertIn("resumed", err0)
+    self.assertIn("resuming", err0)
     self.assertIn("from chunk 1/2", err0)
     self._assert_tables_equal_reference(workdir)
 
