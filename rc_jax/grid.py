@@ -20,12 +20,12 @@ tolerance the execution modes agree to), so a grown workdir equals a fresh sweep
 
 Rerunning with any other change (anything outside `config.sweep.seeds / learning_rates / brakes`
 that changes the numbers, or a grid that drops a value) raises `WorkdirError`; `execution`,
-`checkpoint` and `output` may change freely.
+`checkpoint` and `output` may change freely. Each part keeps its own checkpoint fallback, digests
+and device-count check (`rc_jax.checkpoints`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -36,23 +36,10 @@ import ml_collections
 import numpy as np
 
 from rc_jax import config_lib, outputs
+from rc_jax.checkpoints import WorkdirError
 
 GRID_AXES = ("seeds", "learning_rates", "brakes")
 RECORD = "grid.json"
-# sections that do not change the numbers
-FREE_SECTIONS = ("execution", "checkpoint", "output")
-
-
-class WorkdirError(ValueError):
-  """A workdir that cannot be resumed: checkpoints of another config or layout, or unreadable."""
-
-
-def fingerprint(config, *, with_grid: bool = True) -> str:
-  """Hash of everything that determines the numbers (the grid only if `with_grid`)."""
-  relevant = {k: v for k, v in config.to_dict().items() if k not in FREE_SECTIONS}
-  if not with_grid:
-    relevant["sweep"] = {k: v for k, v in relevant["sweep"].items() if k not in GRID_AXES}
-  return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class Part(NamedTuple):
@@ -108,14 +95,15 @@ def _missing(old: Mapping[str, Sequence], new: Mapping[str, Sequence]) -> str | 
   return None
 
 
-def plan(config, workdir: str, log=None) -> tuple[list[Part], list[dict]]:
+def plan(config, workdir: str, free: str, log=None) -> tuple[list[Part], list[dict]]:
   """The parts of `workdir`'s sweep for `config`, and the grid history to `commit` once they open.
 
-  Raises WorkdirError (writing nothing) when `workdir` holds runs of another config or a grid
-  that `config`'s does not contain. `log(message, *args)` reports a growth.
+  `free` is the fingerprint of `config` without its grid (`sweep.config_fingerprint(config,
+  exclude=("sweep",))`). Raises WorkdirError (writing nothing) when `workdir` holds runs of another
+  config or a grid that `config`'s does not contain. `log(message, *args)` reports a growth.
   """
   path = os.path.join(workdir, RECORD)
-  grid, free = grid_of(config), fingerprint(config, with_grid=False)
+  grid = grid_of(config)
   if not os.path.exists(path):
     return [Part(config, workdir, "")], [grid]  # fresh, or written before grid.json existed
   with open(path) as f:
@@ -143,12 +131,11 @@ def plan(config, workdir: str, log=None) -> tuple[list[Part], list[dict]]:
   return _parts(config, workdir, grids), grids
 
 
-def commit(config, workdir: str, grids: Sequence[Mapping[str, Sequence]]) -> None:
-  """Writes `workdir/grid.json` (atomically) for `config` and its grid history `grids`."""
+def commit(workdir: str, free: str, grids: Sequence[Mapping[str, Sequence]]) -> None:
+  """Writes `workdir/grid.json` (atomically): the grid-free fingerprint and the grid history."""
   os.makedirs(workdir, exist_ok=True)
   with outputs.atomic_open(os.path.join(workdir, RECORD)) as f:
-    json.dump({"fingerprint": fingerprint(config, with_grid=False), "grids": list(grids)}, f,
-              indent=2)
+    json.dump({"fingerprint": free, "grids": list(grids)}, f, indent=2)
 
 
 def run_key(run: Mapping[str, Any]) -> tuple:

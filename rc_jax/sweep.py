@@ -11,28 +11,54 @@ decides how runs execute — the numbers are the same in every mode:
   sequential  `lax.map` one run at a time, still one compiled program.
 
 Training proceeds in chunks of `train.chunk_steps`: a Python loop over one jitted chunk function,
-an Orbax checkpoint (run-batched state, logs so far, JSON metadata) after each chunk, and resumption
-from the latest complete checkpoint when rerun with the same workdir and config. Rerun with a larger
-grid, a workdir keeps its finished runs and trains only the new ones (`rc_jax.grid`). Progress goes
-to the "rc_jax" logger (`rc_jax.progress`); with `config.output.tensorboard`, per-run TensorBoard
-curves to `workdir/tensorboard` (`rc_jax.tensorboard`).
+a verified Orbax checkpoint (run-batched state, logs so far, JSON metadata, digests of all three:
+`rc_jax.checkpoints`) after each chunk, and resumption from the newest intact checkpoint when rerun
+with the same workdir and config. A rerun of a finished sweep recomputes and rewrites nothing
+(unless `overwrite_outputs`); stale temporary output files of a killed run are removed.
+
+Equivalence of the modes: they run the same arithmetic in a different batching, which XLA may fuse
+and round differently, so they agree to float32 rounding, not bit for bit: on CPU, 4 tiny runs on
+one device differ by ~1e-7 relative in the loss from step 0 on (the largest relative difference
+of any logged metric after 40 steps: 2e-4, in a near-zero correlation), and chaotic training
+amplifies this over thousands of steps (~1e-3 in final losses after 2400 steps). The same holds
+for one run in grids of different sizes (the runs a device holds change its batch). The mode of
+each chunk is recorded (`summary.json` "execution_per_chunk") and resuming under another mode
+says so. With the same mode, device count and grid, results are bit-for-bit reproducible on CPU,
+in one process or several.
+
+Several processes (`rc_jax.distributed`): the run axis is sharded over every process's devices;
+host arrays enter with `make_array_from_callback` and logs leave all-gathered to every process;
+every process takes part in checkpointing; only process 0 writes the config, tables and figures.
+
+Diverged runs (rc_jax/train.py) are frozen in-step; the outputs give each run a `status` ("ok" or
+"diverged") and `diverged_step`, and its later metrics are NaN, so no aggregate reads them.
+
+Rerun with a larger grid, a workdir keeps its runs and trains only the new ones (`rc_jax.grid`).
+Progress goes to the "rc_jax" logger (`rc_jax.progress`); with `config.output.tensorboard`,
+per-run TensorBoard curves to `workdir/tensorboard` (`rc_jax.tensorboard`).
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
+import re
+import tempfile
 import time
 from typing import Any, Callable, NamedTuple
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
-from rc_jax import config_lib, grid, outputs, progress, tensorboard
-from rc_jax.grid import WorkdirError
+from rc_jax import (artifacts, checkpoints, config_lib, distributed, grid, grid_limits, outputs,
+                    progress, tensorboard)
 from rc_jax.train import Trainer, make_train
+
+WorkdirError = checkpoints.WorkdirError
 
 
 class SweepResult(NamedTuple):
@@ -40,14 +66,17 @@ class SweepResult(NamedTuple):
   logs: dict[str, np.ndarray]   # [R, K] or [R, K, L], host arrays, padding removed
   state: Any                    # final run-batched TrainState, [n_devices, runs_per_device, ...]
   paths: dict[str, str]         # output files written
-  timings: dict[str, float]     # compile_init_s; compile_chunk_s (first chunk run by this call,
-                                # compilation included; summed over the parts of a grown
-                                # workdir); train_s (the other chunks); total_s
+  timings: dict[str, float]     # compile_init_s; compile_chunk_s (first chunk of each call that
+                                # ran chunks, compilation included); train_s (the other chunks);
+                                # total_s; summed over the calls that built the sweep (resumes)
+  already_complete: bool = False  # a rerun of a finished sweep: nothing computed or rewritten
 
 
-def config_fingerprint(config) -> str:
+def config_fingerprint(config, exclude: tuple[str, ...] = ()) -> str:
   """Hash of everything that determines the numbers (execution, checkpoint, output excluded)."""
-  return grid.fingerprint(config)
+  exclude = ("execution", "checkpoint", "output") + tuple(exclude)
+  relevant = {k: v for k, v in config.to_dict().items() if k not in exclude}
+  return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _layout(n_runs: int, n_devices: int) -> tuple[int, int]:
@@ -80,11 +109,11 @@ _COMPILED: dict[tuple, tuple[Trainer, CompiledSweep]] = {}
 
 
 def compiled_for(config, devices=None) -> tuple[Trainer, CompiledSweep]:
-  """`(trainer, compile_sweep(trainer, ...))`, cached per (config, execution, devices) in this process,
-  so a resumed or repeated sweep reuses the compiled programs."""
+  """`(trainer, compile_sweep(trainer, ...))`, cached per (config but its grid, execution, devices)
+  in this process, so a resumed, repeated or same-sized sweep reuses the compiled programs."""
   devices = tuple(jax.devices() if devices is None else devices)
-  cache_key = (config_fingerprint(config), json.dumps(config.execution.to_dict(), sort_keys=True),
-               tuple(d.id for d in devices))
+  cache_key = (config_fingerprint(config, exclude=("sweep",)),
+               json.dumps(config.execution.to_dict(), sort_keys=True), tuple(d.id for d in devices))
   if cache_key not in _COMPILED:
     trainer = make_train(config)
     _COMPILED[cache_key] = (trainer, compile_sweep(trainer, config, devices))
@@ -118,145 +147,247 @@ def _key_data(runs: list[dict]) -> np.ndarray:
 
 
 def _unlayout(tree, n_runs: int):
-  """`[n_dev, per_dev, ...]` device arrays -> host `[R, ...]` with the padding dropped."""
+  """`[n_dev, per_dev, ...]` global arrays -> host `[R, ...]` with the padding dropped (gathered
+  from every process)."""
   def one(x):
-    x = np.asarray(x)
     return x.reshape((-1,) + x.shape[2:])[:n_runs]
-  return jax.tree.map(one, tree)
+  return jax.tree.map(one, distributed.to_host(tree))
 
 
-def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=config.checkpoint.max_to_keep, create=True)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                               options=options)
+def execution_label(config) -> str:
+  """How runs execute within a device: "vmap", "map(chunk=8)" or "sequential"."""
+  mode = config.execution.mode
+  return f"map(chunk={config.execution.chunk})" if mode == "map" else mode
 
 
-def _unreadable(manager: ocp.CheckpointManager, step: int, err: Exception) -> WorkdirError:
-  reason = (str(err).strip().splitlines() or [""])[0][:200]
-  return WorkdirError(
-      f"checkpoint {os.path.join(str(manager.directory), str(step))} is unreadable "
-      f"({type(err).__name__}: {reason}); delete that directory to resume from an earlier "
-      f"checkpoint, or use a fresh --workdir")
+def check_workdir(workdir: str) -> str:
+  """The absolute workdir, or WorkdirError if it is empty, not a directory or not writable.
+
+  Writes nothing (the nearest existing ancestor of a new workdir must be a writable directory).
+  """
+  if workdir is None or not str(workdir).strip():
+    raise WorkdirError("the workdir is empty: give a directory (--workdir=DIR)")
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise WorkdirError(f"workdir {path} exists and is not a directory")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise WorkdirError(f"workdir {path} cannot be created: {existing} is not a directory")
+  for directory in (existing, os.path.join(path, "checkpoints"), os.path.join(path, "figures")):
+    if os.path.isdir(directory) and not os.access(directory, os.W_OK | os.X_OK):
+      raise WorkdirError(f"workdir {path} is not writable ({directory} is read-only)")
+  try:  # what access() cannot see (root on some file systems): create and remove a directory
+    os.rmdir(tempfile.mkdtemp(prefix=".rc_jax_probe_", dir=existing))
+  except OSError as err:
+    raise WorkdirError(f"workdir {path} is not writable ({existing}: {err.strerror})") from err
+  return path
 
 
-def _check_resumable(manager: ocp.CheckpointManager, step: int, fingerprint: str,
-                     n_devices: int) -> None:
+_TMP_NAME = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")  # outputs.atomic_open's temporaries
+
+
+def _pid_alive(pid: int) -> bool:
   try:
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-    saved_fingerprint, saved_devices = meta["fingerprint"], meta["devices"]
-  except Exception as err:  # pylint: disable=broad-except  (any corruption is reported alike)
-    raise _unreadable(manager, step, err) from err
-  if saved_fingerprint != fingerprint:
-    raise WorkdirError(
-        f"{manager.directory} holds checkpoints of a different config (fingerprint "
-        f"{saved_fingerprint} != {fingerprint}); use a fresh --workdir")
-  if saved_devices != n_devices:
-    raise WorkdirError(
-        f"{manager.directory} was written sharded over {saved_devices} devices, this process has "
-        f"{n_devices}; resume with the same device count or use a fresh --workdir")
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except OSError:  # exists, owned by someone else
+    return True
+  return True
 
 
-def _restore(manager: ocp.CheckpointManager, step: int, abstract_state):
+def remove_stale_tmp(workdir: str) -> list[str]:
+  """Deletes temporary output files left in `workdir` (and figures/) by killed processes."""
+  removed = []
+  for path in glob.glob(os.path.join(workdir, ".*.tmp")) + glob.glob(
+      os.path.join(workdir, "figures", ".*.tmp")):
+    match = _TMP_NAME.match(os.path.basename(path))
+    if match and (int(match.group(1)) == os.getpid() or not _pid_alive(int(match.group(1)))):
+      os.remove(path)
+      removed.append(path)
+  if removed:
+    logging.info("removed %d stale temporary file(s) from %s", len(removed), workdir)
+  return removed
+
+
+def _existing_outputs(workdir: str, fingerprint: str, n_logged: int) -> dict[str, str] | None:
+  """`{name: path}` of a finished sweep's outputs in `workdir` (summary.json, written last, of
+  this config and complete), else None."""
+  summary_path = os.path.join(workdir, "summary.json")
   try:
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        logs=ocp.args.StandardRestore(),
-        meta=ocp.args.JsonRestore()))
-  except Exception as err:  # pylint: disable=broad-except
-    raise _unreadable(manager, step, err) from err
-  logs = {name: np.asarray(value) for name, value in restored.logs.items()}
-  return restored.state, logs, restored.meta["chunks_done"]
+    with open(summary_path, encoding="utf-8") as f:
+      summary = json.load(f)
+  except (OSError, ValueError):
+    return None
+  if summary.get("fingerprint") != fingerprint or summary.get("n_steps_logged") != n_logged:
+    return None
+  paths = artifacts.output_paths(workdir)
+  return paths if all(os.path.isfile(p) for p in paths.values()) else None
 
 
-class _PartResult(NamedTuple):
+def _check_meta(fingerprint: str, n_devices: int, directory: str) -> Callable[[dict], None]:
+  def check(meta: dict) -> None:
+    if meta.get("fingerprint") != fingerprint:
+      raise WorkdirError(
+          f"{directory} holds checkpoints of a different config (fingerprint "
+          f"{meta.get('fingerprint')} != {fingerprint}); use a fresh --workdir")
+    if meta.get("devices") != n_devices:
+      raise WorkdirError(
+          f"{directory} was written sharded over {meta.get('devices')} devices, this sweep has "
+          f"{n_devices}; resume with the same device count or use a fresh --workdir")
+  return check
+
+
+def _warn_if_other_execution(workdir: str, done: list[str], label: str) -> None:
+  others = sorted(set(done) - {label})
+  if others:
+    logging.warning(
+        "resuming %s under execution %s; its first %d chunks ran under %s: execution modes agree "
+        "to float32 rounding, not bit for bit, so these numbers mix both (execution_per_chunk in "
+        "summary.json)", workdir, label, len(done), " and ".join(others))
+
+
+_SHAPES: dict[int, tuple] = {}
+
+
+def _one_run_shapes(trainer: Trainer) -> tuple:
+  """`(state, logs)` shapes of one run after `trainer.init` (traced once per trainer)."""
+  if id(trainer) not in _SHAPES:
+    hparams = {"brake": jnp.float32(0.0), "learning_rate": jnp.float32(1e-3)}
+    _SHAPES[id(trainer)] = jax.eval_shape(trainer.init, jax.random.key(0), hparams)
+  return _SHAPES[id(trainer)]
+
+
+class _Part(NamedTuple):
+  """A part of a sweep (the whole sweep unless its workdir grew) ready to train."""
+  config: Any
+  label: str
   runs: list[dict]
+  trainer: Trainer
+  compiled: CompiledSweep
+  n_devices: int
+  per_device: int
+  store: checkpoints.VerifiedCheckpoints | None = None
+  restored: checkpoints.Restored | None = None
+
+
+class _Trained(NamedTuple):
+  runs: list[dict]                 # with status and diverged_step
   history: dict[str, np.ndarray]   # [R, K(, L)] host logs so far
   state: Any
-  timings: dict[str, float]
-  n_devices: int
-  sharding: jax.sharding.NamedSharding
+  timings: dict[str, float]        # this part's, over every call that trained it
+  execution: list[str]             # execution label per chunk done
+  first_chunk: int                 # chunks done before this call
   complete: bool
 
 
-def _open_part(part: grid.Part, n_devices: int):
-  """The part's checkpoint manager and latest step, checked resumable."""
-  manager = _checkpoint_manager(part.workdir, part.config)
-  latest = manager.latest_step()
-  if latest is not None:
-    _check_resumable(manager, latest, config_fingerprint(part.config), n_devices)
-  return manager, latest
-
-
-def _train_part(config, manager, latest, *, devices, stop_after_chunks, reporter,
-                tensorboard_dir) -> _PartResult:
-  """Trains (or resumes, or just restores) the runs of `config`'s grid in `manager`'s directory."""
+def _compile_part(grid_part: grid.Part, devices, workdir: str) -> _Part:
+  """Compiles (lazily) a part and checks that its grid fits; writes nothing."""
+  config = grid_part.config
   runs = config_lib.run_grid(config)
-  fingerprint = config_fingerprint(config)
-  trainer, compiled = compiled_for(config, devices)
+  trainer, compiled = compiled_for(config, devices)  # reads the task's data: may raise ValueError
   n_devices = compiled.sharding.mesh.size
   per_device, _ = _layout(len(runs), n_devices)
-  shard = lambda x: jax.device_put(_pad_and_shape(x, n_devices, per_device), compiled.sharding)
+  one_state, one_logs = _one_run_shapes(trainer)
+  grid_limits.check_grid(len(runs), n_devices, one_state, one_logs, len(trainer.logged_steps),
+                         max_to_keep=config.checkpoint.max_to_keep, workdir=workdir)
+  return _Part(config, grid_part.label, runs, trainer, compiled, n_devices, per_device)
+
+
+def _open_part(part: _Part, workdir: str) -> _Part:
+  """The part with its checkpoint store opened and its newest intact checkpoint restored."""
+  store = checkpoints.VerifiedCheckpoints(os.path.join(workdir, "checkpoints"),
+                                          max_to_keep=part.config.checkpoint.max_to_keep)
+  one_state, _ = _one_run_shapes(part.trainer)
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct((part.n_devices, part.per_device) + x.shape, x.dtype,
+                                     sharding=part.compiled.sharding), one_state)
+  try:
+    restored = store.restore_latest(abstract, _check_meta(
+        config_fingerprint(part.config), part.n_devices, store.directory))
+  except BaseException:
+    store.close()
+    raise
+  return part._replace(store=store, restored=restored)
+
+
+def _train_part(part: _Part, *, stop_after_chunks, reporter, tensorboard_dir) -> _Trained:
+  """Trains the part's runs from its restored checkpoint (or from scratch), checkpointing each
+  chunk; closes its store."""
+  t_start = time.perf_counter()
+  config, runs, trainer, compiled, store = (part.config, part.runs, part.trainer, part.compiled,
+                                            part.store)
+  fingerprint, n_devices = config_fingerprint(config), part.n_devices
+  shard = lambda x: distributed.global_array(_pad_and_shape(x, n_devices, part.per_device),
+                                             compiled.sharding)
   hparams = jax.tree.map(shard, _hparams(runs))
-  key_data = shard(_key_data(runs))
   timings = {"compile_init_s": 0.0, "compile_chunk_s": 0.0, "train_s": 0.0}
+  label = execution_label(config)
   onset = _onset(config)
   last_chunk = trainer.n_chunks if stop_after_chunks is None else min(stop_after_chunks,
                                                                       trainer.n_chunks)
-  chunks_done = 0
-  if latest is None or latest < last_chunk:
+  restored = part.restored
+  if restored is None or restored.meta["chunks_done"] < last_chunk:
     reporter.compiling(compiled.chunk, n_runs=len(runs), n_devices=n_devices,
-                       per_device=per_device, steps=config.train.steps,
+                       per_device=part.per_device, steps=config.train.steps,
                        chunk_steps=config.train.chunk_steps, execution=config.execution)
-
-  if latest is None:
+  if restored is None:
     t0 = time.perf_counter()
-    state, first = compiled.init(key_data, hparams)
+    state, first = compiled.init(shard(_key_data(runs)), hparams)
     history = {name: value[:, None] for name, value in _unlayout(first, len(runs)).items()}
     timings["compile_init_s"] = time.perf_counter() - t0
     reporter.initialised(len(runs), timings["compile_init_s"])
+    chunks_done, execution = 0, []
   else:
-    abstract = jax.eval_shape(compiled.init, key_data, hparams)[0]
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=compiled.sharding), abstract)
-    state, history, chunks_done = _restore(manager, latest, abstract)
+    state, history = restored.state, restored.logs
+    chunks_done, execution = restored.meta["chunks_done"], list(restored.meta["execution"])
+    timings.update(restored.meta["timings"])
     if chunks_done < trainer.n_chunks:
-      reporter.info("resuming %s from chunk %d/%d", manager.directory, chunks_done,
+      reporter.info("resuming %s from chunk %d/%d", store.directory, chunks_done,
                     trainer.n_chunks)
     else:
-      reporter.info("restored %d finished runs from %s", len(runs), manager.directory)
+      reporter.info("restored %d finished runs from %s", len(runs), store.directory)
+    _warn_if_other_execution(store.directory, execution, label)
 
+  first_chunk, earlier_total_s = chunks_done, timings.get("total_s", 0.0)
   writer = None
-  if tensorboard_dir and jax.process_index() == 0 and chunks_done < last_chunk:
-    writer = tensorboard.SweepWriter(tensorboard_dir, runs,
-                                     first_step=chunks_done * config.train.chunk_steps + int(
-                                         chunks_done > 0))
-    if chunks_done == 0:
-      writer.write(history, onset)
   try:
+    if tensorboard_dir and distributed.is_main() and chunks_done < last_chunk:
+      writer = tensorboard.SweepWriter(
+          tensorboard_dir, runs,
+          first_step=chunks_done * config.train.chunk_steps + int(chunks_done > 0))
+      if chunks_done == 0:
+        writer.write(history, onset)
     for chunk_index in range(chunks_done, last_chunk):
       t0 = time.perf_counter()
       state, chunk_logs = compiled.chunk(state, hparams)
       chunk_logs = _unlayout(chunk_logs, len(runs))
       elapsed = time.perf_counter() - t0
-      timings["compile_chunk_s" if chunk_index == chunks_done else "train_s"] += elapsed
+      timings["compile_chunk_s" if chunk_index == first_chunk else "train_s"] += elapsed
+      timings["total_s"] = earlier_total_s + time.perf_counter() - t_start
       history = {name: np.concatenate([history[name], chunk_logs[name]], axis=1)
                  for name in history}
-      manager.save(chunk_index + 1, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), logs=ocp.args.StandardSave(history),
-          meta=ocp.args.JsonSave({"fingerprint": fingerprint, "chunks_done": chunk_index + 1,
-                                  "devices": n_devices})))
+      execution.append(label)
+      store.save(chunk_index + 1, state, history, {
+          "fingerprint": fingerprint, "chunks_done": chunk_index + 1, "devices": n_devices,
+          "execution": execution, "timings": timings})
       if writer:
         writer.write(chunk_logs, onset)
       reporter.chunk(compiled.chunk, index=chunk_index, n_chunks=trainer.n_chunks,
                      chunk_steps=config.train.chunk_steps, elapsed=elapsed, n_runs=len(runs),
                      runs=runs, logs=chunk_logs, onset=onset)
   finally:
+    store.close()
     if writer:
       writer.close()
-  manager.wait_until_finished()
-  manager.close()
+  timings["total_s"] = earlier_total_s + time.perf_counter() - t_start
+  diverged_at = _unlayout(state.diverged_at, len(runs))
+  runs = [dict(run, status="diverged" if d >= 0 else "ok", diverged_step=int(d) if d >= 0 else None)
+          for run, d in zip(runs, diverged_at.tolist())]
   complete = history["step"].shape[1] == len(trainer.logged_steps)
-  return _PartResult(runs, history, state, timings, n_devices, compiled.sharding, complete)
+  return _Trained(runs, history, state, timings, execution, first_chunk, complete)
 
 
 def _onset(config) -> dict:
@@ -264,63 +395,125 @@ def _onset(config) -> dict:
           "layer_reduce": config.metrics.onset_layer_reduce}
 
 
+def _merge_parts(runs: list[dict], parts: list[_Part], trained: list[_Trained]):
+  """Runs (with status), host logs and the run-batched state of the whole grid, in `runs` order."""
+  part_runs = [t.runs for t in trained]
+  where = {grid.run_key(run): run for runs_p in part_runs for run in runs_p}
+  merged_runs = [dict(run, status=where[grid.run_key(run)]["status"],
+                      diverged_step=where[grid.run_key(run)]["diverged_step"]) for run in runs]
+  history = grid.merge(runs, part_runs, [t.history for t in trained])
+  if [grid.run_key(r) for r in part_runs[0]] == [grid.run_key(r) for r in runs]:
+    return merged_runs, history, trained[0].state  # one part, in the config's order
+  host = grid.merge(runs, part_runs,
+                    [_unlayout(t.state, len(t.runs)) for t in trained])
+  n_devices, sharding = parts[0].n_devices, parts[0].compiled.sharding
+  per_device, _ = _layout(len(runs), n_devices)
+  state = jax.tree.map(lambda x: distributed.global_array(
+      _pad_and_shape(x, n_devices, per_device), sharding), host)
+  return merged_runs, history, state
+
+
 def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
-              devices=None, verbose: bool = True) -> SweepResult:
+              devices=None, overwrite_outputs: bool = False, verbose: bool = True) -> SweepResult:
   """Trains every run of `config`'s grid, writing checkpoints and outputs under `workdir`.
 
+  Bad input (config, workdir, data, a grid too large: ValueError / WorkdirError) is refused before
+  anything is written.
+
   Args:
-    config: a validated sweep config (`config_lib.validate`).
-    workdir: output directory; resumes from `workdir/checkpoints` if it holds a checkpoint of the
-      same config (else `WorkdirError`, also for an unreadable checkpoint). A larger grid (more
-      seeds, learning rates or brakes, nothing else changed) keeps the finished runs and trains
-      only the new ones (`rc_jax.grid`).
+    config: a sweep config (validated here).
+    workdir: output directory; resumes from the newest intact checkpoint in
+      `workdir/checkpoints` of the same config (else `WorkdirError`). A larger grid (more seeds,
+      learning rates or brakes, nothing else changed) keeps the runs the workdir holds and
+      trains only the new ones (`rc_jax.grid`).
     stop_after_chunks: stop (after checkpointing) once this many chunks are done in total (in each
       part of a grown workdir); outputs are then not written. For pausing long sweeps, and for
       tests of resumption.
-    devices: devices to shard the run axis over (default: all).
+    devices: devices to shard the run axis over (default: all, of every process).
+    overwrite_outputs: rewrite the tables and figures of an already finished sweep.
     verbose: log progress to the "rc_jax" logger (`rc_jax.progress`).
 
   Returns:
-    SweepResult (logs and paths empty when stopped early).
+    SweepResult (logs and paths empty when stopped early). Its runs carry "status" ("ok" or
+    "diverged") and "diverged_step" (None when ok).
   """
   config_lib.validate(config)
   t_start = time.perf_counter()
   reporter = progress.Reporter(verbose)
-  devices = tuple(jax.devices() if devices is None else devices)
-  parts, grids = grid.plan(config, workdir, reporter.info)
-  opened = [_open_part(part, len(devices)) for part in parts]
-  grid.commit(config, workdir, grids)
-  with outputs.atomic_open(os.path.join(workdir, "config.json")) as f:
-    json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
   runs = config_lib.run_grid(config)
+  fingerprint = config_fingerprint(config)
+  workdir = check_workdir(workdir)
+  devices = tuple(jax.devices() if devices is None else devices)
+  grid_free = config_fingerprint(config, exclude=("sweep",))
+  grid_parts, grids = grid.plan(config, workdir, grid_free, reporter.info)
+  parts = [_compile_part(p, devices, workdir) for p in grid_parts]
+
+  if distributed.is_main():
+    os.makedirs(workdir, exist_ok=True)
+    remove_stale_tmp(workdir)
+  distributed.sync("rc_jax_workdir")
+  opened: list[_Part] = []
+  try:
+    for part, grid_part in zip(parts, grid_parts):
+      opened.append(_open_part(part, grid_part.workdir))
+  except BaseException:
+    for part in opened:
+      part.store.close()
+    raise
+  if distributed.is_main():
+    try:
+      grid.commit(workdir, grid_free, grids)
+      with outputs.atomic_open(os.path.join(workdir, "config.json")) as f:
+        json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
+    except OSError as err:
+      raise WorkdirError(f"cannot write {workdir}/config.json ({err})") from err
+
   reporter.info("sweep of %d runs into %s", len(runs), workdir)
-  reporter.devices(devices, jax.process_index(), jax.process_count())
+  reporter.devices(devices, distributed.process_index(), distributed.process_count())
   tensorboard_dir = os.path.join(workdir, "tensorboard") if config.output.tensorboard else None
-  results = []
-  for part, (manager, latest) in zip(parts, opened):
+  trained = []
+  for index, part in enumerate(opened):
     if part.label:
-      reporter.info("part %s: %d runs", part.label, len(config_lib.run_grid(part.config)))
-    results.append(_train_part(part.config, manager, latest, devices=devices,
-                               stop_after_chunks=stop_after_chunks, reporter=reporter,
-                               tensorboard_dir=tensorboard_dir))
-  timings = {name: sum(r.timings[name] for r in results) for name in results[0].timings}
-  n_devices, sharding = results[0].n_devices, results[0].sharding
-  if [grid.run_key(r) for r in results[0].runs] == [grid.run_key(r) for r in runs]:
-    state = results[0].state  # one part, in the config's order
-  else:
-    host = grid.merge(runs, [r.runs for r in results],
-                      [_unlayout(r.state, len(r.runs)) for r in results])
-    per_device, _ = _layout(len(runs), n_devices)
-    state = jax.tree.map(
-        lambda x: jax.device_put(_pad_and_shape(x, n_devices, per_device), sharding), host)
-  if not all(r.complete for r in results):  # stopped early: no outputs yet
+      reporter.info("part %s: %d runs", part.label, len(part.runs))
+    try:
+      trained.append(_train_part(part, stop_after_chunks=stop_after_chunks, reporter=reporter,
+                                 tensorboard_dir=tensorboard_dir))
+    except BaseException:
+      for later in opened[index + 1:]:
+        later.store.close()
+      raise
+  timings = {name: sum(t.timings.get(name, 0.0) for t in trained)
+             for name in ("compile_init_s", "compile_chunk_s", "train_s")}
+  earlier_total_s = sum(t.timings.get("total_s", 0.0) for t in trained)
+  runs, history, state = _merge_parts(runs, opened, trained)
+  if not all(t.complete for t in trained):  # stopped early: no outputs yet
+    timings["total_s"] = earlier_total_s
     return SweepResult(runs, {}, state, {}, timings)
-  history = grid.merge(runs, [r.runs for r in results], [r.history for r in results])
-  timings["total_s"] = time.perf_counter() - t_start
-  extra = {"timings": timings, "devices": n_devices, "execution": config.execution.to_dict(),
-           "fingerprint": config_fingerprint(config), "grids": grids}
-  reporter.info("writing tables and figures")
-  paths = outputs.write_all(workdir, runs, history, _onset(config), extra)
+  n_logged = len(opened[0].trainer.logged_steps)
+  existing = _existing_outputs(workdir, fingerprint, n_logged)
+  if all(t.first_chunk == p.trainer.n_chunks for t, p in zip(trained, opened)) and existing and \
+      not overwrite_outputs:
+    timings["total_s"] = earlier_total_s
+    logging.warning("%s holds a finished sweep of this config: nothing recomputed or rewritten "
+                    "(--overwrite_outputs rewrites the tables and figures)", workdir)
+    return SweepResult(runs, history, state, existing, timings, already_complete=True)
+  timings["total_s"] = earlier_total_s + time.perf_counter() - t_start
+  extra = {"timings": timings, "devices": opened[0].n_devices,
+           "processes": distributed.process_count(), "execution": config.execution.to_dict(),
+           "execution_per_chunk": trained[0].execution, "fingerprint": fingerprint,
+           "router": config.router, "config": config.to_dict(), "grids": grids}
+  if len(trained) > 1:
+    extra["parts"] = [{"workdir": p.label or ".", "runs": len(p.runs),
+                       "execution_per_chunk": t.execution} for p, t in zip(opened, trained)]
+  paths = {}
+  if distributed.is_main():
+    reporter.info("writing tables and figures")
+    try:
+      paths = artifacts.write_all(workdir, runs, history, _onset(config), extra)
+    except OSError as err:
+      raise WorkdirError(f"cannot write the outputs into {workdir} ({err}); the sweep is "
+                         "checkpointed: free space and rerun to write them") from err
+  distributed.sync("outputs_written")  # leave together (JAX's shutdown barrier waits only 300 s)
   reporter.info("done: %d runs in %.1fs; outputs in %s", len(runs), timings["total_s"], workdir)
   return SweepResult(runs, history, state, paths, timings)
 

@@ -24,10 +24,18 @@ def _product(g):
   return set(itertools.product(g["seeds"], g["learning_rates"], g["brakes"]))
 
 
+def _free(config):
+  return sweep.config_fingerprint(config, exclude=("sweep",))
+
+
+def _plan(config, workdir):
+  return grid.plan(config, workdir, _free(config))
+
+
 def _fake_trained(workdir, config):
   """A workdir whose grid.json records `config`'s grid and whose base part has a checkpoint."""
-  parts, grids = grid.plan(config, workdir)
-  grid.commit(config, workdir, grids)
+  parts, grids = _plan(config, workdir)
+  grid.commit(workdir, _free(config), grids)
   os.makedirs(os.path.join(parts[0].workdir, "checkpoints", "1"))
 
 
@@ -61,7 +69,7 @@ class PlanTest(absltest.TestCase):
     self.workdir = self._tmp.name
 
   def test_fresh_workdir_is_one_part(self):
-    parts, grids = grid.plan(_config(), self.workdir)
+    parts, grids = _plan(_config(), self.workdir)
     self.assertLen(parts, 1)
     self.assertEqual(parts[0].workdir, self.workdir)
     self.assertEqual(grids, [dict(seeds=[0, 1], learning_rates=[3e-3], brakes=[0.0, 0.5])])
@@ -69,7 +77,7 @@ class PlanTest(absltest.TestCase):
 
   def test_larger_grid_adds_extension_parts(self):
     _fake_trained(self.workdir, _config())
-    parts, grids = grid.plan(_config(seeds=(0, 1, 2), brakes=(0.0, 0.25, 0.5)), self.workdir)
+    parts, grids = _plan(_config(seeds=(0, 1, 2), brakes=(0.0, 0.25, 0.5)), self.workdir)
     self.assertEqual([p.label for p in parts], ["", "extensions/1-0", "extensions/1-1"])
     self.assertEqual(parts[1].workdir, os.path.join(self.workdir, "extensions", "1-0"))
     runs = [config_lib.run_grid(p.config) for p in parts]
@@ -79,7 +87,7 @@ class PlanTest(absltest.TestCase):
 
   def test_same_grid_in_another_order_is_a_resume(self):
     _fake_trained(self.workdir, _config())
-    parts, grids = grid.plan(_config(seeds=(1, 0), brakes=(0.5, 0.0)), self.workdir)
+    parts, grids = _plan(_config(seeds=(1, 0), brakes=(0.5, 0.0)), self.workdir)
     self.assertLen(parts, 1)
     self.assertLen(grids, 1)
     self.assertEqual(tuple(parts[0].config.sweep.brakes), (0.0, 0.5))  # the recorded grid
@@ -87,14 +95,14 @@ class PlanTest(absltest.TestCase):
   def test_smaller_grid_is_refused(self):
     _fake_trained(self.workdir, _config())
     with self.assertRaisesRegex(grid.WorkdirError, r"only grow, but config.sweep.brakes lacks 0.5"):
-      grid.plan(_config(brakes=(0.0, 0.25)), self.workdir)
+      _plan(_config(brakes=(0.0, 0.25)), self.workdir)
 
   def test_other_change_is_refused(self):
     _fake_trained(self.workdir, _config())
     other = _config(brakes=(0.0, 0.5, 1.0))
     other.train.steps = 16
     with self.assertRaisesRegex(grid.WorkdirError, "different config"):
-      grid.plan(other, self.workdir)
+      _plan(other, self.workdir)
 
   def test_execution_and_output_may_change(self):
     _fake_trained(self.workdir, _config())
@@ -102,13 +110,13 @@ class PlanTest(absltest.TestCase):
     other.execution.mode = "sequential"
     other.output.tensorboard = True
     other.checkpoint.max_to_keep = 5
-    self.assertLen(grid.plan(other, self.workdir)[0], 1)
+    self.assertLen(_plan(other, self.workdir)[0], 1)
 
   def test_untrained_workdir_starts_afresh(self):
-    grid.commit(_config(), self.workdir, [grid.grid_of(_config())])  # no checkpoint
+    grid.commit(self.workdir, _free(_config()), [grid.grid_of(_config())])  # no checkpoint
     other = _config(brakes=(1.0,))
     other.train.steps = 16
-    parts, grids = grid.plan(other, self.workdir)
+    parts, grids = _plan(other, self.workdir)
     self.assertLen(parts, 1)
     self.assertEqual(grids[0]["brakes"], [1.0])
 
