@@ -4,8 +4,8 @@ A sweep's workdir records its grid history in `grid.json`:
 
     {"fingerprint": <hash of the config without the grid>, "grids": [G_0, G_1, ...]}
 
-where each `G_k = {"seeds": [...], "learning_rates": [...], "brakes": [...]}` is the whole grid after
-the k-th (re)run; `G_k` contains `G_{k-1}` axis by axis. The runs of `G_0` live in the workdir
+where each `G_k = {"seeds": [...], "learning_rates": [...], "brakes": [...]}` is the whole grid
+after the k-th (re)run; `G_k` contains `G_{k-1}` axis by axis. The runs of `G_0` live in the workdir
 itself (`checkpoints/`), the new runs of `G_k` in sub-sweeps `extensions/<k>-<j>/`, one per block of
 the decomposition of `G_k \\ G_{k-1}` into grids (with old axes S, L, B and new S', L', B'):
 

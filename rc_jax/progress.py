@@ -116,8 +116,8 @@ def _point_label(run: Mapping[str, Any], show_lr: bool) -> str:
   return f"lr={run['learning_rate']:g} {label}" if show_lr else label
 
 
-def digest(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, np.ndarray], onset: Mapping[str, Any],
-           max_rows: int = MAX_DIGEST_ROWS) -> list[str]:
+def digest(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, np.ndarray],
+           onset: Mapping[str, Any], max_rows: int = MAX_DIGEST_ROWS) -> list[str]:
   """Lines of the per-grid-point digest of `logs` (`[R, K(, L)]`) at their last logged step.
 
   Grid points are (learning rate, brake) pairs in order of first appearance; at most `max_rows` of
@@ -187,7 +187,8 @@ class Reporter:
   def chunk(self, chunk_fn, *, index: int, n_chunks: int, chunk_steps: int, elapsed: float,
             n_runs: int, runs=None, logs=None, onset=None) -> None:
     """One line per finished chunk `index` (0-based) and, given `logs`, the digest."""
-    step = f"chunk {index + 1}/{n_chunks} (step {(index + 1) * chunk_steps}/{n_chunks * chunk_steps})"
+    step = (f"chunk {index + 1}/{n_chunks} "
+            f"(step {(index + 1) * chunk_steps}/{n_chunks * chunk_steps})")
     if chunk_fn not in _EXECUTED:
       _EXECUTED.add(chunk_fn)
       line = f"{step}: compiling+first chunk {_seconds(elapsed)}"

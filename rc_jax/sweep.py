@@ -33,9 +33,14 @@ every process takes part in checkpointing; only process 0 writes the config, tab
 Diverged runs (rc_jax/train.py) are frozen in-step; the outputs give each run a `status` ("ok" or
 "diverged") and `diverged_step`, and its later metrics are NaN, so no aggregate reads them.
 
-Rerun with a larger grid, a workdir keeps its runs and trains only the new ones (`rc_jax.grid`).
-Progress goes to the "rc_jax" logger (`rc_jax.progress`); with `config.output.tensorboard`,
-per-run TensorBoard curves to `workdir/tensorboard` (`rc_jax.tensorboard`).
+Progress goes to the "rc_jax" logger (`rc_jax.progress`: the program's size before compiling, one
+line per chunk with an ETA from the steady chunks, a per-grid-point digest); with
+`config.output.tensorboard`, process 0 appends per-run TensorBoard curves to `workdir/tensorboard`
+after every chunk (`rc_jax.tensorboard`).
+
+Rerun with a larger grid (more seeds, learning rates or brakes, nothing else changed), a workdir
+keeps its runs and trains only the new ones, as sub-sweeps with their own checkpoints, merged into
+the outputs of the whole grid (`rc_jax.grid`).
 """
 
 from __future__ import annotations
@@ -49,7 +54,6 @@ import tempfile
 import time
 from typing import Any, Callable, NamedTuple
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,9 +76,13 @@ class SweepResult(NamedTuple):
   already_complete: bool = False  # a rerun of a finished sweep: nothing computed or rewritten
 
 
+# config sections that never change the numbers
+FREE_SECTIONS = ("execution", "checkpoint", "output")
+
+
 def config_fingerprint(config, exclude: tuple[str, ...] = ()) -> str:
-  """Hash of everything that determines the numbers (execution, checkpoint, output excluded)."""
-  exclude = ("execution", "checkpoint", "output") + tuple(exclude)
+  """Hash of everything that determines the numbers (`FREE_SECTIONS` and `exclude` left out)."""
+  exclude = FREE_SECTIONS + tuple(exclude)
   relevant = {k: v for k, v in config.to_dict().items() if k not in exclude}
   return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -208,7 +216,7 @@ def remove_stale_tmp(workdir: str) -> list[str]:
       os.remove(path)
       removed.append(path)
   if removed:
-    logging.info("removed %d stale temporary file(s) from %s", len(removed), workdir)
+    progress.LOGGER.info("removed %d stale temporary file(s) from %s", len(removed), workdir)
   return removed
 
 
@@ -243,7 +251,7 @@ def _check_meta(fingerprint: str, n_devices: int, directory: str) -> Callable[[d
 def _warn_if_other_execution(workdir: str, done: list[str], label: str) -> None:
   others = sorted(set(done) - {label})
   if others:
-    logging.warning(
+    progress.LOGGER.warning(
         "resuming %s under execution %s; its first %d chunks ran under %s: execution modes agree "
         "to float32 rounding, not bit for bit, so these numbers mix both (execution_per_chunk in "
         "summary.json)", workdir, label, len(done), " and ".join(others))
@@ -443,6 +451,8 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
   runs = config_lib.run_grid(config)
   fingerprint = config_fingerprint(config)
   workdir = check_workdir(workdir)
+  if config.output.tensorboard:
+    tensorboard.check_available()  # before anything is written
   devices = tuple(jax.devices() if devices is None else devices)
   grid_free = config_fingerprint(config, exclude=("sweep",))
   grid_parts, grids = grid.plan(config, workdir, grid_free, reporter.info)
@@ -494,8 +504,9 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
   if all(t.first_chunk == p.trainer.n_chunks for t, p in zip(trained, opened)) and existing and \
       not overwrite_outputs:
     timings["total_s"] = earlier_total_s
-    logging.warning("%s holds a finished sweep of this config: nothing recomputed or rewritten "
-                    "(--overwrite_outputs rewrites the tables and figures)", workdir)
+    progress.LOGGER.warning("%s holds a finished sweep of this config: nothing recomputed or "
+                            "rewritten (--overwrite_outputs rewrites the tables and figures)",
+                            workdir)
     return SweepResult(runs, history, state, existing, timings, already_complete=True)
   timings["total_s"] = earlier_total_s + time.perf_counter() - t_start
   extra = {"timings": timings, "devices": opened[0].n_devices,

@@ -67,6 +67,11 @@ def _import_tensorboardx():
   return event_file_writer, event_pb2, summary_pb2
 
 
+def check_available() -> None:
+  """ValueError naming config.output.tensorboard unless tensorboardX imports."""
+  _import_tensorboardx()
+
+
 class SweepWriter:
   """Event files for the runs of one sweep; `write` appends a chunk of logs and flushes.
 

@@ -33,7 +33,8 @@ def _read(path, mode="r"):
 
 def _outputs(workdir):
   return {os.path.relpath(p, workdir): p for p in
-          [os.path.join(workdir, n) for n in ("metrics.csv", "onsets.csv", "summary.json")] +
+          [os.path.join(workdir, n) for n in ("metrics.csv", "onsets.csv", "onset_summary.csv",
+                                              "summary.json")] +
           glob.glob(os.path.join(workdir, "figures", "*.png"))}
 
 
