@@ -173,9 +173,9 @@ class GrownEqualsFreshTest(absltest.TestCase):
     with open(self.grown.paths["onsets"]) as f:
       self.assertLen(f.read().splitlines(), 1 + 9)
 
-  def test_rerun_trains_nothing_and_keeps_the_numbers(self):
+  def test_rerun_recomputes_nothing_and_keeps_the_numbers(self):
     again = sweep.run_sweep(self.big, self.workdir, devices=self.devices, verbose=False)
-    self.assertEqual(again.timings["train_s"] + again.timings["compile_chunk_s"], 0.0)
+    self.assertTrue(again.already_complete)  # every part finished, outputs of this grid exist
     for name, value in self.grown.logs.items():
       np.testing.assert_array_equal(again.logs[name], value, err_msg=name)
 
