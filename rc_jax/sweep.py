@@ -494,16 +494,17 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
       raise
   timings = {name: sum(t.timings.get(name, 0.0) for t in trained)
              for name in ("compile_init_s", "compile_chunk_s", "train_s")}
-  earlier_total_s = sum(t.timings.get("total_s", 0.0) for t in trained)
+  earlier_total_s = sum(p.restored.meta["timings"].get("total_s", 0.0) for p in opened
+                        if p.restored is not None)  # calls before this one
   runs, history, state = _merge_parts(runs, opened, trained)
   if not all(t.complete for t in trained):  # stopped early: no outputs yet
-    timings["total_s"] = earlier_total_s
+    timings["total_s"] = earlier_total_s + time.perf_counter() - t_start
     return SweepResult(runs, {}, state, {}, timings)
   n_logged = len(opened[0].trainer.logged_steps)
   existing = _existing_outputs(workdir, fingerprint, n_logged)
   if all(t.first_chunk == p.trainer.n_chunks for t, p in zip(trained, opened)) and existing and \
       not overwrite_outputs:
-    timings["total_s"] = earlier_total_s
+    timings["total_s"] = sum(t.timings.get("total_s", 0.0) for t in trained)
     progress.LOGGER.warning("%s holds a finished sweep of this config: nothing recomputed or "
                             "rewritten (--overwrite_outputs rewrites the tables and figures)",
                             workdir)
