@@ -7,15 +7,15 @@ Routers (configs/ROUTER.py; the brake is -beta * distance in log-routing space):
   graph      graph attention node classifier on a stochastic block model; distance = hops
   ssm        selective SSM (Mamba S6) LM; an extra decay exp(-beta) per step
   rwkv       RWKV-style recurrent mixer LM; an extra decay per step added to the learned one
-  depth      AttnRes, learned residuals routing over earlier layers; distance = depth lag l - i
+  depth      AttnRes, learned residuals routing over earlier sublayers; distance = depth lag l - i
 
-Presets (after the colon): tiny (test sizes, 8 steps), cpu (the default: 3 seeds x 8 brakes x 1000
-steps, minutes on 2 CPU cores), paper (accelerator scale: 4 seeds x 16 brakes x 2 learning rates,
-20k steps).
+Presets (after the colon, optionally followed by comma-separated variants, e.g. :cpu,prior; see
+VARIANTS in rc_jax/config_lib.py): tiny (test sizes, 8 steps), cpu (the default, minutes on 2 CPU
+cores), paper (accelerator scale).
 
-Execution modes (--config.execution.mode; the numbers are the same in each): vmap (default, all of
-a device's runs batched), map (execution.chunk runs at a time, bounding memory), sequential (one
-run at a time).
+Execution modes (--config.execution.mode; the numbers agree to float32 rounding): vmap (default,
+all of a device's runs batched), map (execution.chunk runs at a time, bounding memory), sequential
+(one run at a time).
 
 Config keys: every section and key is listed in the docstring of rc_jax/config_lib.py (router,
 model, task, train, sweep, execution, metrics, checkpoint, output). Override any key with
@@ -24,19 +24,19 @@ model, task, train, sweep, execution, metrics, checkpoint, output). Override any
 
 Writes config.json, metrics.csv, onsets.csv, summary.json and figures/ into the workdir (and
 tensorboard/ with output.tensorboard). Rerunning with the same workdir resumes from the newest
-intact checkpoint, and rerunning a finished sweep rewrites nothing (--overwrite_outputs rewrites its
-tables and figures); a workdir of another config or grid is refused. Progress goes to stderr;
---verbosity=-1 keeps only warnings.
+intact checkpoint; rerunning a finished sweep rewrites nothing (--overwrite_outputs rewrites its
+tables and figures); rerunning with a larger grid (more seeds, brakes or learning rates, nothing
+else changed) trains only the new runs. Progress goes to stderr; --verbosity=-1 keeps only
+warnings.
 
 Several processes (hosts of a TPU slice, GPU nodes, or processes on one machine) run one sweep
 together when started with the same flags plus the jax.distributed settings:
 
-    python experiments/sweep.py ... --coordinator_address=HOST0:1234 --num_processes=2 \
-        --process_id=0     # and --process_id=1 in the other process
-    python experiments/sweep.py ... --distributed   # TPU slice, Slurm, Open MPI: auto-detected
+  python experiments/sweep.py ... --coordinator_address=HOST0:1234 --num_processes=2 --process_id=0
+  python experiments/sweep.py ... --distributed   # TPU slice, Slurm, Open MPI: auto-detected
 
-(or the environment variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID). Only
-process 0 writes the config, tables and figures.
+(--process_id=1 in the other process; or the environment variables JAX_COORDINATOR_ADDRESS,
+JAX_NUM_PROCESSES, JAX_PROCESS_ID). Only process 0 writes the config, tables and figures.
 
 Bad input prints one `error:` line, exits with status 2 and writes nothing.
 """
@@ -53,8 +53,8 @@ from ml_collections import config_flags
 
 from rc_jax import config_lib, distributed, progress, sweep
 
-_DEFAULT_CONFIG = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
-                                                "configs", "attention.py"))
+_DEFAULT_CONFIG = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                os.pardir, "configs", "attention.py"))
 
 
 def _default_workdir(config) -> str:
@@ -67,6 +67,18 @@ class _WarningsOnly(pylogging.Filter):
 
   def filter(self, record):
     return record.levelno >= pylogging.WARNING
+
+
+def _show_progress() -> None:
+  """Progress lines (logger "rc_jax") as plain `HH:MM:SS message` lines on stderr; other
+  libraries' INFO lines only when --verbosity is given."""
+  verbosity = flags.FLAGS["verbosity"]
+  logger = progress.LOGGER
+  logger.addHandler(progress.plain_handler())
+  logger.propagate = False
+  logger.setLevel(pylogging.INFO if verbosity.value >= 0 else pylogging.WARNING)
+  if not verbosity.present:
+    logging.get_absl_handler().addFilter(_WarningsOnly())
 
 
 def _override_path(name: str) -> str:
@@ -118,18 +130,6 @@ def _parse_flags(argv):
     return flags.FLAGS(argv)
   except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as err:
     _fail(err)
-
-
-def _show_progress() -> None:
-  """Progress lines (logger "rc_jax") as plain `HH:MM:SS message` lines on stderr; other
-  libraries' INFO lines only when --verbosity is given."""
-  verbosity = flags.FLAGS["verbosity"]
-  logger = progress.LOGGER
-  logger.addHandler(progress.plain_handler())
-  logger.propagate = False
-  logger.setLevel(pylogging.INFO if verbosity.value >= 0 else pylogging.WARNING)
-  if not verbosity.present:
-    logging.get_absl_handler().addFilter(_WarningsOnly())
 
 
 def main(argv):

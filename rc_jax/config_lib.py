@@ -20,8 +20,8 @@ A config (`ml_collections.ConfigDict`) has these sections:
   checkpoint  max_to_keep (>= 2: the previous checkpoint is the fallback for a damaged latest one)
   output      tensorboard (False: also write TensorBoard event files per run, `rc_jax.tensorboard`)
 
-`execution`, `checkpoint` and `output` never change the numbers: a workdir resumes whatever their
-values.
+`execution`, `checkpoint` and `output` never change the numbers: a workdir resumes (or grows, see
+`rc_jax.grid`) whatever their values.
 
 `configs/<router>.py` files call `sweep_config(router, arg)`: `arg` is a preset optionally followed
 by comma-separated variants (`"cpu,recall,prior"`), each a named set of overrides (`VARIANTS`).
@@ -228,14 +228,14 @@ def validate(config) -> None:
   schedule_sizes(config.train)
   _check_positive_ints(config.execution, "execution", ("chunk",))
   _check_positive_ints(config.checkpoint, "checkpoint", ("max_to_keep",))
+  if not isinstance(config.output.tensorboard, bool):
+    _fail("output.tensorboard", f"must be True or False, got {config.output.tensorboard!r}")
   if config.checkpoint.max_to_keep < 2:
     _fail("checkpoint.max_to_keep", f"must be >= 2 (the previous checkpoint is the fallback for a "
           f"damaged latest one), got {config.checkpoint.max_to_keep}")
   nats = config.train.divergence_nats
   if isinstance(nats, bool) or not isinstance(nats, (int, float)) or math.isnan(nats) or nats <= 0:
     _fail("train.divergence_nats", f"must be a number > 0 (inf: off), got {nats!r}")
-  if not isinstance(config.output.tensorboard, bool):
-    _fail("output.tensorboard", f"must be True or False, got {config.output.tensorboard!r}")
   if config.router == "graph":
     _check_choice(config, "task.name", GRAPH_TASKS)
   else:

