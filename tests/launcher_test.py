@@ -229,5 +229,6 @@ class LauncherKillAnywhereTest(absltest.TestCase):
                    glob.glob(os.path.join(workdir, "checkpoints", "*tmp*")))
       self.assertEqual(leftovers, [], context)
 
+
 if __name__ == "__main__":
   absltest.main()
