@@ -4,7 +4,9 @@
         [--config.sweep.brakes="(0.0,0.1)" --config.train.steps=2000 ...]
 
 Writes config.json, metrics.csv, onsets.csv, summary.json and figures/ into the workdir; rerunning
-with the same workdir resumes from the last checkpoint.
+with the same workdir resumes from the last checkpoint. Compiled programs are cached on disk
+(`--compilation_cache_dir`, default ~/.cache/rc_jax/jax), so a rerun in a new process does not
+recompile.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rc_jax import config_lib, sweep
+from rc_jax import compile_cache, config_lib, memory_plan, sweep
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs",
                                "attention.py")
@@ -60,11 +62,12 @@ def main(argv):
   except (OSError, ValueError) as err:
     _fail(err)
   logging.get_absl_handler().addFilter(_QuietOrbax())
+  compile_cache.enable(_CACHE_DIR.value)
   workdir = _WORKDIR.value or _default_workdir(config)
   logging.info("sweep of %d runs into %s", len(config_lib.run_grid(config)), workdir)
   try:
     result = sweep.run_sweep(config, workdir)
-  except sweep.WorkdirError as err:
+  except (sweep.WorkdirError, memory_plan.MemoryBudgetError) as err:
     _fail(err)
   summary = result.timings
   print(f"{len(result.runs)} runs done in {summary['total_s']:.1f}s "
@@ -74,6 +77,10 @@ def main(argv):
 
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: runs/<router>).")
+_CACHE_DIR = flags.DEFINE_string(
+    "compilation_cache_dir", None,
+    f"Persistent JAX compilation cache (default: ${compile_cache.ENV_VAR}, else "
+    f"~/.cache/rc_jax/jax); 'off' disables it.")
 try:  # config_flags reads --config.* overrides from sys.argv already while defining the flag
   _CONFIG = config_flags.DEFINE_config_file("config", f"{_DEFAULT_CONFIG}:cpu",
                                             "Sweep config file (and preset after ':').",

@@ -14,7 +14,9 @@ A config (`ml_collections.ConfigDict`) has these sections:
   train       steps, chunk_steps (checkpoint interval), log_every, b1, b2, weight_decay, grad_clip,
               warmup_steps
   sweep       seeds, brakes, learning_rates: the grid, flattened to one run axis
-  execution   mode ("vmap" | "map" | "sequential"), chunk (runs per vmapped group for "map")
+  execution   mode ("auto" | "vmap" | "map" | "sequential"), chunk (runs per vmapped group for
+              "map"), memory_budget_gib (per-device budget for "auto"; 0 = the device's limit, or
+              8 GiB on CPU; see rc_jax.memory_plan)
   metrics     sink_eps, hub_factor, onset_metric, onset_threshold, onset_layer_reduce
   checkpoint  max_to_keep
 
@@ -34,7 +36,7 @@ from rc_jax import tasks
 from rc_jax.problem import ROUTERS
 
 PRESETS = ("tiny", "cpu", "paper")
-EXECUTION_MODES = ("vmap", "map", "sequential")
+EXECUTION_MODES = ("auto", "vmap", "map", "sequential")
 SCORES = ("dot", "distance", "cosine", "gat", "gatv2")
 NORMALISATIONS = ("softmax", "sigmoid")
 BRAKE_SLOPES = ("shared", "alibi")
@@ -59,7 +61,7 @@ def base_config(router: str, preset: str) -> ml_collections.ConfigDict:
                  grad_clip=1.0, warmup_steps=0)
   c.sweep = dict(seeds=(0, 1), brakes=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
                  learning_rates=(3e-3,))
-  c.execution = dict(mode="vmap", chunk=8)
+  c.execution = dict(mode="auto", chunk=8, memory_budget_gib=0.0)
   # onset: some layer's alpha_0 stays above 1.5x what uniform routing would give (sink_excess)
   c.metrics = dict(sink_eps=0.3, hub_factor=2.0, onset_metric="sink_excess",
                    onset_threshold=1.5, onset_layer_reduce="max")
@@ -149,6 +151,11 @@ def validate(config) -> None:
           f"{config.model.n_heads}")
   schedule_sizes(config.train)
   _check_positive_ints(config.execution, "execution", ("chunk",))
+  budget = config.execution.memory_budget_gib
+  if (not isinstance(budget, (int, float, np.integer, np.floating)) or isinstance(budget, bool)
+      or not math.isfinite(budget) or budget < 0):
+    _fail("execution.memory_budget_gib", f"must be a finite number >= 0 (0: the device's limit), "
+          f"got {budget!r}")
   _check_positive_ints(config.checkpoint, "checkpoint", ("max_to_keep",))
   if config.router == "graph":
     _check_choice(config, "task.name", GRAPH_TASKS)

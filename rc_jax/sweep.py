@@ -6,6 +6,9 @@ The run axis (padded to a multiple of the device count) is laid out `[n_devices,
 and sharded over a 1-D `Mesh` with an Auto `'runs'` axis. Within a device, `config.execution.mode`
 decides how runs execute — the numbers are the same in every mode:
 
+  auto        (default) `vmap` if XLA's memory analysis of that program fits the device's memory
+              budget, else `map` with the largest group that fits; on CPU also groups small enough
+              for the cache (`rc_jax.memory_plan`);
   vmap        all of the device's runs batched (`jax.vmap`): best on accelerators;
   map         `lax.map` over groups of `execution.chunk` vmapped runs: bounded memory;
   sequential  `lax.map` one run at a time, still one compiled program.
@@ -17,6 +20,8 @@ from the latest complete checkpoint when rerun with the same workdir and config.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import hashlib
 import json
 import os
@@ -29,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from rc_jax import config_lib, outputs
+from rc_jax import compile_cache, config_lib, memory_plan, outputs
 from rc_jax.train import Trainer, make_train
 
 
@@ -89,21 +94,80 @@ def compiled_for(config, devices=None) -> tuple[Trainer, CompiledSweep]:
   return _COMPILED[cache_key]
 
 
-def compile_sweep(trainer: Trainer, config, devices=None) -> CompiledSweep:
-  """jit(vmap over devices(execute over runs(trainer fn))) with the run axis sharded."""
-  devices = jax.devices() if devices is None else devices
+# XLA:CPU options (measured in benchmarks/RESULTS.md): LLVM at -O1 instead of the default (~35%
+# less compilation, the same steady-state speed: the dots run in library kernels), and YNNPACK for
+# dots only (its reduction fusions made a 16-run vmapped width-64 step 25% slower).
+_CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1,
+                         "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+
+
+class SweepPrograms(NamedTuple):
+  """`build(mode, group)` -> CompiledSweep (memoised); `compile_chunk(program, runs_per_device)` /
+  `compile_init(...)` -> that function lowered and compiled for abstract inputs of that many runs per
+  device (the jitted function itself, so the later call with real inputs reuses the executable)."""
+
+  build: Callable[[str, int], CompiledSweep]
+  compile_chunk: Callable[[CompiledSweep, int], Any]
+  compile_init: Callable[[CompiledSweep, int], Any]
+
+
+def program_builders(trainer: Trainer, devices) -> SweepPrograms:
+  """The sweep's jitted programs for `devices` (see `SweepPrograms`)."""
   mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",),
                            axis_types=(jax.sharding.AxisType.Auto,))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
-  mode, group = config.execution.mode, config.execution.chunk
+  options = _CPU_COMPILER_OPTIONS if devices[0].platform == "cpu" else None
 
   def init_one(key_data, hparams):
     return trainer.init(jax.random.wrap_key_data(key_data), hparams)
 
-  init = jax.jit(jax.vmap(_execute(init_one, mode, group)), out_shardings=sharding)
-  chunk = jax.jit(jax.vmap(_execute(trainer.chunk, mode, group)), out_shardings=sharding,
-                  donate_argnums=(0,))
-  return CompiledSweep(init=init, chunk=chunk, sharding=sharding)
+  @functools.lru_cache(maxsize=None)
+  def build(mode: str, group: int) -> CompiledSweep:
+    init = jax.jit(jax.vmap(_execute(init_one, mode, group)), out_shardings=sharding,
+                   compiler_options=options)
+    chunk = jax.jit(jax.vmap(_execute(trainer.chunk, mode, group)), out_shardings=sharding,
+                    donate_argnums=(0,), compiler_options=options)
+    return CompiledSweep(init=init, chunk=chunk, sharding=sharding)
+
+  def init_args(runs_per_device: int):
+    shaped = lambda shape, dtype: jax.ShapeDtypeStruct((len(devices), runs_per_device) + shape,
+                                                       dtype, sharding=sharding)
+    hparams = {name: shaped((), value.dtype) for name, value in _hparams([]).items()}
+    return shaped((2,), np.uint32), hparams
+
+  def compile_init(program: CompiledSweep, runs_per_device: int):
+    return program.init.lower(*init_args(runs_per_device)).compile()
+
+  def compile_chunk(program: CompiledSweep, runs_per_device: int):
+    key_data, hparams = init_args(runs_per_device)
+    state = jax.eval_shape(program.init, key_data, hparams)[0]
+    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
+    return program.chunk.lower(state, hparams).compile()
+
+  return SweepPrograms(build, compile_chunk, compile_init)
+
+
+def compile_sweep(trainer: Trainer, config, devices=None) -> CompiledSweep:
+  """jit(vmap over devices(execute over runs(trainer fn))) with the run axis sharded, compiled: the
+  init program in a background thread while the chunk compiles (XLA releases the GIL, so the two
+  compile side by side). In "auto" mode `memory_plan.choose` picks the execution."""
+  devices = list(jax.devices() if devices is None else devices)
+  programs = program_builders(trainer, devices)
+  per_device, _ = _layout(len(config_lib.run_grid(config)), len(devices))
+  mode = config.execution.mode
+  program = programs.build("vmap" if mode == "auto" else mode,
+                           per_device if mode == "auto" else config.execution.chunk)
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    init_compiled = pool.submit(programs.compile_init, program, per_device)
+    if mode == "auto":
+      budget, source = memory_plan.budget_bytes(devices, config.execution.memory_budget_gib)
+      cache = memory_plan.CPU_GROUP_BYTES if devices[0].platform == "cpu" else None
+      program = memory_plan.choose(programs.build, programs.compile_chunk, per_device, budget,
+                                   source, cache_bytes=cache).program
+    else:
+      programs.compile_chunk(program, per_device)
+    init_compiled.result()
+  return program
 
 
 def _hparams(runs: list[dict]) -> dict[str, np.ndarray]:
@@ -187,7 +251,9 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
   """
   config_lib.validate(config)
   t_start = time.perf_counter()
+  compile_cache.enable()
   runs = config_lib.run_grid(config)
+  trainer, compiled = compiled_for(config, devices)  # may refuse a grid that does not fit
   fingerprint = config_fingerprint(config)
   manager = _checkpoint_manager(workdir, config)
   latest = manager.latest_step()
@@ -196,7 +262,6 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
   with outputs.atomic_open(os.path.join(workdir, "config.json")) as f:
     json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
 
-  trainer, compiled = compiled_for(config, devices)
   n_devices = compiled.sharding.mesh.size
   per_device, _ = _layout(len(runs), n_devices)
   shard = lambda x: jax.device_put(_pad_and_shape(x, n_devices, per_device), compiled.sharding)
