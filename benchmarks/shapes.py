@@ -22,7 +22,7 @@ def grid(n_runs: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
 
 
 def config_for(shape: str, n_runs: int, steps: int, *, log_every: int = 50,
-               chunk_steps: int | None = None, mode: str = "auto"):
+               chunk_steps: int | None = None, mode: str = "auto", group: int = 8):
   """The attention cpu preset at `shape` with `n_runs` runs and `steps` steps (chunks of
   `chunk_steps`, default `log_every`, so the first chunk, timed with compilation, is short)."""
   if shape not in SHAPES:
@@ -33,7 +33,7 @@ def config_for(shape: str, n_runs: int, steps: int, *, log_every: int = 50,
   config.train.update(steps=steps, chunk_steps=chunk_steps or log_every, log_every=log_every)
   seeds, brakes = grid(n_runs)
   config.sweep.update(seeds=seeds, brakes=brakes, learning_rates=(3e-3,))
-  config.execution.mode = mode
+  config.execution.update(mode=mode, chunk=group)
   config_lib.validate(config)
   return config
 

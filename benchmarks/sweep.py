@@ -58,7 +58,7 @@ def _worker(impl: str, shape: str, runs: int, steps: int, *, cache_dir: str, ext
     tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
     raise RuntimeError(f"worker {' '.join(cmd[2:])} failed (exit {proc.returncode}):\n{tail}")
   result = json.loads(lines[-1][len("RESULT "):])
-  print(f"  {impl:<10} {shape:<4} N={runs:<3} {result.get('steady_run_steps_per_s', 0):8.1f} "
+  print(f"  {impl + (' ' + result['mode'] if impl == 'engine' else ''):<16} {shape:<4} N={runs:<3} {result.get('steady_run_steps_per_s', 0):8.1f} "
         f"run-steps/s steady, {result.get('wall_s', 0):7.1f}s end to end, load "
         f"{result['load_start']:.1f}", flush=True)
   return result
@@ -142,8 +142,12 @@ def main(argv=None):
   parser.add_argument("--steps_cpu", type=int, default=None, help="steps at the cpu shape (200)")
   parser.add_argument("--steps_w64", type=int, default=None, help="steps at width 64 (100)")
   parser.add_argument("--repeats", type=int, default=None, help="repeats of the headline cell (3)")
+  parser.add_argument("--modes", default=None,
+                      help="explicit engine modes to compare with auto at N=16, e.g. vmap,map:4,"
+                           "sequential (default: those three; '' for none)")
   parser.add_argument("--out", default=os.path.join(_ROOT, "benchmarks", "RESULTS.md"),
-                      help="results file to regenerate ('' for none)")
+                      help="results file to regenerate ('' for none); raw results go to the same "
+                           "name with .json")
   args = parser.parse_args(argv)
   shapes_list = [s for s in args.shapes.split(",") if s]
   runs_list = [int(n) for n in (args.runs or ("1,4,16" if args.quick else "1,4,16,64")).split(",")]
@@ -151,6 +155,8 @@ def main(argv=None):
   steps = {"cpu": args.steps_cpu or 100 if args.quick else args.steps_cpu or 200,
            "w64": args.steps_w64 or 100}
   repeats = args.repeats or (1 if args.quick else 3)
+  modes = [m for m in (args.modes if args.modes is not None else
+                       ("" if args.quick else "vmap,map:4,sequential")).split(",") if m]
   load_start = os.getloadavg()
   tmp = tempfile.mkdtemp(prefix="rc_jax_bench-")
   cells, extra = {}, {}
@@ -168,6 +174,12 @@ def main(argv=None):
               extra["cold"] = reps[impl][-1]
         for impl in impls:
           cells[(shape, runs, impl)] = _median_cell(reps[impl])
+      if "engine" in impls and HEADLINE[1] in runs_list:
+        for mode in modes:  # the engine under explicit execution modes, against auto
+          name, _, group = mode.partition(":")
+          extra.setdefault("modes", {})[(shape, mode)] = _worker(
+              "engine", shape, HEADLINE[1], steps[shape], cache_dir=_fresh_cache(tmp),
+              extra=(f"--mode={name}",) + ((f"--group={group}",) if group else ()))
       if "engine" in impls and (shape, HEADLINE[1]) == HEADLINE:
         extra["overhead"] = _worker("overhead", shape, HEADLINE[1], 200, cache_dir="off",
                                     extra=("--chunk_steps=200",))
@@ -184,6 +196,11 @@ def main(argv=None):
   if args.out:
     with open(args.out, "w") as f:
       f.write("\n".join(lines) + "\n")
+    raw = {"cells": [dict(cell, key=list(key)) for key, cell in cells.items()],
+           "extra": {k: v for k, v in extra.items() if k != "modes"},
+           "modes": [dict(r, key=list(k)) for k, r in extra.get("modes", {}).items()]}
+    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
+      json.dump(raw, f, indent=1, sort_keys=True)
 
 
 def _report(cells, extra, shapes_list, runs_list, impls, steps, repeats, load_start, load_end,
@@ -223,6 +240,16 @@ def _report(cells, extra, shapes_list, runs_list, impls, steps, repeats, load_st
     off, on = extra["torch_off"], head["torch"]
     summary.append(f"- torch metrics overhead: {100 * (off['steady_run_steps_per_s'] / on['steady_run_steps_per_s'] - 1):.1f}%"
                    f" ({on['steady_run_steps_per_s']:.1f} vs {off['steady_run_steps_per_s']:.1f} run-steps/s)")
+  for shape in shapes_list:
+    auto = cells.get((shape, HEADLINE[1], "engine"))
+    mode_cells = {m: r for (sh, m), r in extra.get("modes", {}).items() if sh == shape}
+    if auto and mode_cells:
+      best = max(r["steady_run_steps_per_s"] for r in mode_cells.values())
+      summary.append(
+          f"- execution modes at {shape}, N={HEADLINE[1]} (steady run-steps/s): auto "
+          f"{auto['steady_run_steps_per_s']:.1f}, " + ", ".join(
+              f"{m} {r['steady_run_steps_per_s']:.1f}" for m, r in mode_cells.items())
+          + f"; auto / best explicit = {auto['steady_run_steps_per_s'] / best:.2f}")
   if summary:
     lines += ["## Summary", ""] + summary + [""]
   ratio = lambda a, b: (head[a]["steady_run_steps_per_s"] / head[b]["steady_run_steps_per_s"]

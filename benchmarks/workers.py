@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 
+from absl import logging as absl_logging
 import numpy as np
 
 
@@ -24,6 +25,7 @@ class _Compiles:
     from jax import monitoring  # pylint: disable=g-import-not-at-top
     self.seconds = {"trace": 0.0, "lower": 0.0, "compile": 0.0}
     self.counts = {"hits": 0, "misses": 0, "backend": 0}
+    self.intervals = []  # (start, end) of every backend compilation, for their wall-clock union
     names = {"/jax/core/compile/jaxpr_trace_duration": "trace",
              "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
              "/jax/core/compile/backend_compile_duration": "compile"}
@@ -31,7 +33,10 @@ class _Compiles:
     def on_duration(name, seconds, **_):
       if name in names:
         self.seconds[names[name]] += seconds
-        self.counts["backend"] += name.endswith("backend_compile_duration")
+        if names[name] == "compile":
+          self.counts["backend"] += 1
+          end = time.perf_counter()
+          self.intervals.append((end - seconds, end))
 
     def on_event(name, **_):
       if name == "/jax/compilation_cache/cache_hits":
@@ -45,10 +50,21 @@ class _Compiles:
   def reset(self) -> None:
     self.seconds = dict.fromkeys(self.seconds, 0.0)
     self.counts = dict.fromkeys(self.counts, 0)
+    self.intervals = []
+
+  def wall(self) -> float:
+    """Seconds during which at least one compilation ran (compilations overlap in threads)."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(self.intervals):
+      if end > reach:
+        total += end - max(start, reach)
+        reach = end
+    return total
 
   def summary(self) -> dict:
     return {"trace_s": self.seconds["trace"], "lower_s": self.seconds["lower"],
-            "compile_s": self.seconds["compile"], "cache_hits": self.counts["hits"],
+            "compile_s": self.wall(), "compile_sum_s": self.seconds["compile"],
+            "cache_hits": self.counts["hits"],
             "cache_misses": self.counts["misses"], "backend_compiles": self.counts["backend"]}
 
 
@@ -109,7 +125,8 @@ def run_engine(args, config) -> dict:
   compiles = _Compiles()
   compile_cache.enable(args.cache_dir)
   plan_log = _PlanLog()
-  pylogging.getLogger("absl").addHandler(plan_log)
+  absl_logging.set_verbosity(absl_logging.INFO)
+  absl_logging.get_absl_logger().addHandler(plan_log)
   peak = jax_matmul_peak()
   compiles.reset()  # count only the sweep's compilations
   with tempfile.TemporaryDirectory() as workdir:
@@ -185,7 +202,7 @@ def _torch_data(config):
     return list(zip(inputs, targets))
 
   probe = make(task.probe_batch_size)(jax.random.fold_in(jax.random.key(task.seed), 1))
-  as_long = lambda x: torch.from_numpy(np.asarray(x)).long()
+  as_long = lambda x: torch.from_numpy(np.array(x)).long()
   return batches, (as_long(probe.inputs), as_long(probe.targets))
 
 
@@ -202,7 +219,7 @@ def _torch_threads(config, batch) -> tuple[int, dict[int, float]]:
                                       b1=0.9, b2=0.98, weight_decay=0.0, grad_clip=1.0,
                                       log_every=10**9, with_metrics=False)
     step()
-    rates[threads] = _best_rate(step, 10.0, repeats=2)
+    rates[threads] = _best_rate(step, 10.0, repeats=3)
   best = max(rates, key=rates.get)
   torch.set_num_threads(best)
   return best, rates
@@ -292,7 +309,8 @@ def main(argv=None):
   parser.add_argument("--runs", type=int, default=16)
   parser.add_argument("--steps", type=int, default=200)
   parser.add_argument("--chunk_steps", type=int, default=None)
-  parser.add_argument("--mode", default="auto")
+  parser.add_argument("--mode", default="auto", help="the engine's execution.mode")
+  parser.add_argument("--group", type=int, default=8, help="execution.chunk for --mode=map")
   parser.add_argument("--cache_dir", default="off")
   parser.add_argument("--metrics_off", action="store_true")
   parser.add_argument("--repeats", type=int, default=2)
@@ -300,12 +318,12 @@ def main(argv=None):
   load_start = os.getloadavg()[0]
   from benchmarks import shapes  # pylint: disable=g-import-not-at-top
   config = shapes.config_for(args.shape, args.runs, args.steps, chunk_steps=args.chunk_steps,
-                             mode=args.mode)
+                             mode=args.mode, group=args.group)
   impl = {"engine": run_engine, "sequential": run_sequential, "torch": run_torch,
           "overhead": run_overhead}[args.impl]
   result = impl(args, config)
   result.update(impl=args.impl, shape=args.shape, runs=args.runs, steps=args.steps,
-                mode=args.mode, load_start=load_start,
+                mode=args.mode if args.mode != "map" else f"map:{args.group}", load_start=load_start,
                 flops_per_run_step=shapes.train_flops_per_run_step(config))
   _finish(result)
 

@@ -96,9 +96,11 @@ def compiled_for(config, devices=None) -> tuple[Trainer, CompiledSweep]:
 
 # XLA:CPU options (measured in benchmarks/RESULTS.md): LLVM at -O1 instead of the default (~35%
 # less compilation, the same steady-state speed: the dots run in library kernels), and YNNPACK for
-# dots only (its reduction fusions made a 16-run vmapped width-64 step 25% slower).
+# dots only (its reduction fusions made a 16-run vmapped width-64 step 25% slower). The init program
+# runs once: -O0 (a third less compilation, 0.2 s slower).
 _CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1,
                          "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+_CPU_INIT_COMPILER_OPTIONS = dict(_CPU_COMPILER_OPTIONS, xla_backend_optimization_level=0)
 
 
 class SweepPrograms(NamedTuple):
@@ -116,7 +118,8 @@ def program_builders(trainer: Trainer, devices) -> SweepPrograms:
   mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",),
                            axis_types=(jax.sharding.AxisType.Auto,))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
-  options = _CPU_COMPILER_OPTIONS if devices[0].platform == "cpu" else None
+  cpu = devices[0].platform == "cpu"
+  options, init_options = (_CPU_COMPILER_OPTIONS, _CPU_INIT_COMPILER_OPTIONS) if cpu else (None, None)
 
   def init_one(key_data, hparams):
     return trainer.init(jax.random.wrap_key_data(key_data), hparams)
@@ -124,7 +127,7 @@ def program_builders(trainer: Trainer, devices) -> SweepPrograms:
   @functools.lru_cache(maxsize=None)
   def build(mode: str, group: int) -> CompiledSweep:
     init = jax.jit(jax.vmap(_execute(init_one, mode, group)), out_shardings=sharding,
-                   compiler_options=options)
+                   compiler_options=init_options)
     chunk = jax.jit(jax.vmap(_execute(trainer.chunk, mode, group)), out_shardings=sharding,
                     donate_argnums=(0,), compiler_options=options)
     return CompiledSweep(init=init, chunk=chunk, sharding=sharding)

@@ -8,6 +8,7 @@ import tempfile
 from unittest import mock
 
 from absl.testing import absltest, parameterized
+import jax
 
 from rc_jax import compile_cache
 
@@ -47,10 +48,14 @@ def _run_child(cache_dir: str, *runs: str) -> dict:
 class ResolveTest(parameterized.TestCase):
 
   def test_default_is_the_user_cache(self):
-    with mock.patch.dict(os.environ, {"XDG_CACHE_HOME": "/x/cache"}, clear=False):
-      os.environ.pop(compile_cache.ENV_VAR, None)
-      with mock.patch.object(compile_cache.jax.config, "jax_compilation_cache_dir", None):
+    configured = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)
+    try:
+      with mock.patch.dict(os.environ, {"XDG_CACHE_HOME": "/x/cache"}, clear=False):
+        os.environ.pop(compile_cache.ENV_VAR, None)
         self.assertEqual(compile_cache.resolve_dir(), "/x/cache/rc_jax/jax")
+    finally:
+      jax.config.update("jax_compilation_cache_dir", configured)
 
   def test_environment_variable_and_argument(self):
     with mock.patch.dict(os.environ, {compile_cache.ENV_VAR: "/from/env"}):
