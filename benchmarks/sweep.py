@@ -1,33 +1,35 @@
 """Side-by-side benchmark of the sweep engine, jitted single runs and a plain PyTorch loop.
 
     python -m benchmarks.sweep [--quick] [--shapes=cpu,w64] [--runs=1,4,16,64]
-        [--impls=engine,sequential,torch] [--out=benchmarks/RESULTS.md]
+        [--impls=engine,sequential,torch] [--modes=vmap,map:4,sequential]
+        [--out=benchmarks/RESULTS.md]
 
-For each shape (`cpu`: the attention cpu preset, width 32 / seq 32; `w64`: width 64 / seq 64; both
-batch 16, depth 2, 4 heads, bigram-backcopy, AdamW + clipping, collapse metrics every 50 steps) and
-each number of runs N, it trains the same N runs (seeds x brakes) three ways, each in a fresh process
-with a fresh (cold) compilation cache:
+For each shape (`cpu`: the attention cpu preset, width 32 / seq 32; `w64`: width 64 / seq 64;
+both batch 16, depth 2, 4 heads, bigram-backcopy, AdamW + clipping, collapse metrics every 50
+steps) and each number of runs N, it trains the same N runs (seeds x brakes) three ways, each in a
+fresh process with a fresh (cold) compilation cache:
 
-  engine      `run_sweep` as the launcher runs it (default `execution.mode="auto"`, checkpoints and
-              output files included);
+  engine      `run_sweep` as the launcher runs it (default `execution.mode="auto"`, two chunks,
+              checkpoints and output files included);
   sequential  the same runs one after another, `jax.jit(trainer.train)` compiled once;
   torch       `benchmarks/torch_lm.py`: the same model, initialisation, optimiser, batches (rc_jax's
               sampler, converted) and in-loop measurement in PyTorch (the faster of 1 thread and
               PyTorch's default, measured at the start).
 
-Reported per cell: steady-state run-steps/s (the engine: chunks after the first, which holds the
-compilation; sequential: the runs after the compilation; torch: the training loops), end-to-end wall
-time (compilation included; projected to the default 2000 steps as end-to-end + remaining steps at the
-steady rate), compilation seconds, peak resident memory, and model FLOP/s (analytic,
+Reported per cell: steady-state run-steps/s (the engine: the second chunk, as the first holds the
+compilation; sequential: the runs after the compilation; torch: the training loops), end-to-end
+wall time (compilation included; projected to the default 2000 steps as end-to-end + the remaining
+steps at the steady rate), compilation seconds, peak resident memory, and model FLOP/s (analytic,
 `shapes.train_flops_per_run_step`) against the float32 matmul peak measured in the same process.
-Also: the engine's metrics overhead (a measurement every 50 steps vs once per chunk, by linearity),
-its compilation cold vs warm (a second process on the same cache), and repeats of the headline cell
-(cpu shape, 16 runs: the default sweep) whose medians give the closing line
+Also: the engine under explicit execution modes (against auto), its metrics overhead (a
+measurement every 50 steps vs once per chunk, by linearity), its compilation cold vs warm (a second
+process on the same cache), and repeats of the headline cell (cpu shape, 16 runs: the default
+sweep) whose medians give the closing line
 
     engine/torch=X.XX engine/sequential=Y.YY metrics_overhead=Z%
 
-(steady-state run-steps/s ratios). The machine's load is recorded: on a shared machine numbers move,
-ratios measured side by side less so.
+(steady-state run-steps/s ratios). The machine's load is recorded: on a shared machine numbers
+move, ratios measured side by side less so.
 """
 
 from __future__ import annotations
@@ -47,7 +49,15 @@ DEFAULT_STEPS = 2000  # the cpu preset's train.steps
 HEADLINE = ("cpu", 16)
 
 
+def _engine_chunk(steps: int) -> int:
+  """The engine's checkpoint interval: two chunks (the first holds the compilation), so checkpoint
+  saves cost what they cost in a default sweep (4 chunks of 500 steps), not 10x that."""
+  return max(50, steps // 2 // 50 * 50)
+
+
 def _worker(impl: str, shape: str, runs: int, steps: int, *, cache_dir: str, extra=()) -> dict:
+  if impl == "engine":
+    extra = (f"--chunk_steps={_engine_chunk(steps)}",) + tuple(extra)
   cmd = [sys.executable, "-m", "benchmarks.workers", f"--impl={impl}", f"--shape={shape}",
          f"--runs={runs}", f"--steps={steps}", f"--cache_dir={cache_dir}", *extra]
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -58,7 +68,8 @@ def _worker(impl: str, shape: str, runs: int, steps: int, *, cache_dir: str, ext
     tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
     raise RuntimeError(f"worker {' '.join(cmd[2:])} failed (exit {proc.returncode}):\n{tail}")
   result = json.loads(lines[-1][len("RESULT "):])
-  print(f"  {impl + (' ' + result['mode'] if impl == 'engine' else ''):<16} {shape:<4} N={runs:<3} {result.get('steady_run_steps_per_s', 0):8.1f} "
+  label = impl + (" " + result["mode"] if impl == "engine" else "")
+  print(f"  {label:<16} {shape:<4} N={runs:<3} {result.get('steady_run_steps_per_s', 0):8.1f} "
         f"run-steps/s steady, {result.get('wall_s', 0):7.1f}s end to end, load "
         f"{result['load_start']:.1f}", flush=True)
   return result
@@ -252,6 +263,8 @@ def _report(cells, extra, shapes_list, runs_list, impls, steps, repeats, load_st
           + f"; auto / best explicit = {auto['steady_run_steps_per_s'] / best:.2f}")
   if summary:
     lines += ["## Summary", ""] + summary + [""]
+  if os.path.exists(os.path.join(_ROOT, "benchmarks", "RESULTS_H200.md")):
+    lines += ["Accelerator (engine vs sequential at N = 64, MFU): `benchmarks/RESULTS_H200.md`.", ""]
   ratio = lambda a, b: (head[a]["steady_run_steps_per_s"] / head[b]["steady_run_steps_per_s"]
                         if head.get(a) and head.get(b) else float("nan"))
   overhead_pct = 100 * overhead["metrics_overhead"] if overhead else float("nan")

@@ -75,10 +75,11 @@ class NewProcessTest(absltest.TestCase):
     with tempfile.TemporaryDirectory() as tmp:
       cache = os.path.join(tmp, "cache")
       # the first process runs one sweep to the end and stops another after its first chunk
-      first = _run_child(cache, os.path.join(tmp, "done") + ":0", os.path.join(tmp, "paused") + ":1")
+      done, paused = os.path.join(tmp, "done"), os.path.join(tmp, "paused")
+      first = _run_child(cache, done + ":0", paused + ":1")
       self.assertGreater(first["misses"], 0)
       self.assertTrue(os.listdir(cache))
-      resumed = _run_child(cache, os.path.join(tmp, "paused") + ":0")
+      resumed = _run_child(cache, paused + ":0")
     self.assertEqual(resumed["misses"], 0, resumed)
     self.assertGreater(resumed["hits"], 0)
 

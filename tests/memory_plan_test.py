@@ -1,4 +1,4 @@
-"""The memory plan: the linear peak model, the budget, and the choice `auto` makes on real programs."""
+"""The memory plan: the peak model, the budget, and the choice `auto` makes on real programs."""
 
 import os
 import tempfile
@@ -75,7 +75,8 @@ class ChooseTest(absltest.TestCase):
     cls.config = config_lib.base_config("attention", "tiny")
     cls.devices = jax.devices()[:1]
     cls.programs = sweep.program_builders(make_train(cls.config), cls.devices)
-    cls.footprints = {runs: Footprint.of(cls.programs.compile_chunk(cls.programs.build("vmap", runs), runs))
+    build, compile_chunk = cls.programs.build, cls.programs.compile_chunk
+    cls.footprints = {runs: Footprint.of(compile_chunk(build("vmap", runs), runs))
                       for runs in (1, 2, 4)}
 
   def _choose(self, budget):
@@ -106,13 +107,15 @@ class ChooseTest(absltest.TestCase):
 
   def test_cpu_cache_limit_splits_a_group_that_fits_in_memory(self):
     cache = self.footprints[4].temp // 2  # two runs' temporaries
-    plan = memory_plan.choose(self.programs.build, self.programs.compile_chunk, 4, 8 * GIB, "test", cache_bytes=cache)
+    plan = memory_plan.choose(self.programs.build, self.programs.compile_chunk, 4, 8 * GIB, "test",
+                              cache_bytes=cache)
     self.assertEqual((plan.mode, plan.group), ("map", 2))
     self.assertIn("CPU", plan.reason)
     self.assertIs(plan.program.init, self.programs.build("vmap", 4).init)  # init stays vmapped
     self.assertIs(plan.program.chunk, self.programs.build("map", 2).chunk)
-    self.assertEqual(memory_plan.choose(self.programs.build, self.programs.compile_chunk, 4, 8 * GIB, "test",
-                                        cache_bytes=self.footprints[4].temp).mode, "vmap")
+    everything = memory_plan.choose(self.programs.build, self.programs.compile_chunk, 4, 8 * GIB,
+                                    "test", cache_bytes=self.footprints[4].temp)
+    self.assertEqual(everything.mode, "vmap")
 
   def test_one_run_too_big_is_refused_before_anything_is_written(self):
     config = config_lib.base_config("attention", "tiny")
