@@ -34,8 +34,10 @@ _CHECKPOINTS = flags.DEFINE_list("checkpoints", None,
 _TEXT_FILE = flags.DEFINE_string("text_file", None,
                                  "UTF-8 probe text (blank-line separated paragraphs); default: "
                                  "the built-in probe text.")
+# BERT spends 2 tokens of each sequence on [CLS] and [SEP]: at least 4 leaves some text to route.
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 128, "Maximum tokens per probe sequence "
-                                   "(capped at the model's positions).", lower_bound=2)
+                                   "(capped at the model's positions; at least 4, so that a probe "
+                                   "holds text beside the special tokens).", lower_bound=4)
 _MAX_SEQUENCES = flags.DEFINE_integer("max_sequences", 16, "Maximum number of probe sequences.",
                                       lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the random-init weights and the token shuffle.")
@@ -80,6 +82,22 @@ def _probe_text() -> tuple[str, str]:
   return text, os.path.abspath(_TEXT_FILE.value)
 
 
+def _check_writable(workdir: str) -> None:
+  """ValueError unless `workdir` (or, for a new one, its nearest existing ancestor) is a writable
+  directory; leaves nothing behind."""
+  existing = workdir
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ValueError(f"--workdir {workdir} cannot be created: {existing} is not a directory")
+  try:  # access() misses read-only file systems for root: create and remove a directory
+    if not os.access(existing, os.W_OK | os.X_OK):
+      raise PermissionError(13, "read-only")
+    os.rmdir(tempfile.mkdtemp(prefix=".rc_jax_probe_", dir=existing))
+  except OSError as e:
+    raise ValueError(f"--workdir {workdir} is not writable ({existing}: {e.strerror})") from e
+
+
 def _commit(tmp_dir: str, workdir: str) -> None:
   """Moves the finished outputs into `workdir` (a rename when it does not exist yet)."""
   if not os.path.exists(workdir):
@@ -102,6 +120,7 @@ def main(argv) -> None:
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     _fail(f"--workdir {workdir} exists and is not a directory")
   try:
+    _check_writable(workdir)
     dirs = _checkpoint_dirs()
     for path in dirs:
       experiment.check_checkpoint(path)
@@ -109,8 +128,11 @@ def main(argv) -> None:
   except (ValueError, FileNotFoundError) as e:
     _fail(e)
   parent = os.path.dirname(workdir)
-  os.makedirs(parent, exist_ok=True)
-  tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(workdir)}.tmp-", dir=parent)
+  try:
+    os.makedirs(parent, exist_ok=True)
+    tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(workdir)}.tmp-", dir=parent)
+  except OSError as e:
+    _fail(f"cannot write into {parent}: {e.strerror}")
   try:
     results = []
     for path, name in zip(dirs, experiment.unique_names(dirs)):

@@ -12,15 +12,21 @@ A config (`ml_collections.ConfigDict`) has these sections:
               token_shift and bonus (RWKV)
   task        name (+ its sizes and options), seed (fixes the task and the probe batch)
   train       steps, chunk_steps (checkpoint interval), log_every, b1, b2, weight_decay, grad_clip,
-              warmup_steps
+              warmup_steps, divergence_nats (a run whose loss exceeds its initial loss by more is
+              diverged and frozen, see rc_jax/train.py; inf: only non-finite values count)
   sweep       seeds, brakes, learning_rates: the grid, flattened to one run axis
   execution   mode ("auto" | "vmap" | "map" | "sequential"), chunk (runs per vmapped group for
               "map"), memory_budget_gib (per-device budget for "auto"; 0 = the device's limit, or
               8 GiB on CPU; see rc_jax.memory_plan)
   metrics     sink_eps, hub_factor, onset_metric, onset_threshold, onset_layer_reduce
-  checkpoint  max_to_keep
+  checkpoint  max_to_keep (>= 2: the previous checkpoint is the fallback for a damaged latest one)
+  output      tensorboard (False: also write TensorBoard event files per run, `rc_jax.tensorboard`)
 
-`configs/<router>.py` files call `base_config(router, preset)` and adjust it.
+`execution`, `checkpoint` and `output` never change the numbers: a workdir resumes whatever their
+values.
+
+`configs/<router>.py` files call `sweep_config(router, arg)`: `arg` is a preset optionally followed
+by comma-separated variants (`"cpu,recall,prior"`), each a named set of overrides (`VARIANTS`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+from typing import Callable
 
 import ml_collections
 import numpy as np
@@ -57,15 +64,17 @@ def base_config(router: str, preset: str) -> ml_collections.ConfigDict:
                  gate=True, token_shift=True, bonus=True)
   c.task = dict(name="bigram_backcopy", vocab_size=32, seq_len=32, batch_size=16,
                 probe_batch_size=8, seed=0, path="", options=dict(n_triggers=3))
-  c.train = dict(steps=2000, chunk_steps=500, log_every=50, b1=0.9, b2=0.98, weight_decay=0.0,
-                 grad_clip=1.0, warmup_steps=0)
-  c.sweep = dict(seeds=(0, 1), brakes=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+  c.train = dict(steps=1000, chunk_steps=500, log_every=50, b1=0.9, b2=0.98, weight_decay=0.0,
+                 grad_clip=1.0, warmup_steps=0, divergence_nats=10.0)
+  c.sweep = dict(seeds=(0, 1, 2), brakes=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
                  learning_rates=(3e-3,))
   c.execution = dict(mode="auto", chunk=8, memory_budget_gib=0.0)
-  # onset: some layer's alpha_0 stays above 1.5x what uniform routing would give (sink_excess)
-  c.metrics = dict(sink_eps=0.3, hub_factor=2.0, onset_metric="sink_excess",
-                   onset_threshold=1.5, onset_layer_reduce="max")
+  # onset, the same for every family: some layer has, on average over heads and probe sequences,
+  # more than 0.25 shared sources (sources most targets give over 2x their positional-prior share)
+  c.metrics = dict(sink_eps=0.3, hub_factor=2.0, onset_metric="shared_sources",
+                   onset_threshold=0.25, onset_layer_reduce="max")
   c.checkpoint = dict(max_to_keep=2)
+  c.output = dict(tensorboard=False)
   if preset == "tiny":
     c.model.update(width=16, depth=2, n_heads=2, state_size=4)
     c.task.update(vocab_size=16, seq_len=16, batch_size=4, probe_batch_size=2)
@@ -78,6 +87,66 @@ def base_config(router: str, preset: str) -> ml_collections.ConfigDict:
     c.sweep.update(seeds=(0, 1, 2, 3), brakes=tuple(np.round(np.geomspace(1e-3, 2.0, 15), 4)) + (0.0,),
                    learning_rates=(1e-3, 3e-3))
   return c
+
+
+SEQUENCE_ROUTERS = ("attention", "ssm", "rwkv", "depth")
+
+
+def _set_task(name: str, options) -> Callable:
+  """A variant edit switching the sequence task (`options(config) -> dict` of task options)."""
+  def edit(config):
+    config.task.name = name
+    config.task.options = ml_collections.ConfigDict(options(config))
+  return edit
+
+
+# variant -> (routers it applies to, function editing the config in place)
+VARIANTS = {
+    "backcopy": (SEQUENCE_ROUTERS, _set_task("bigram_backcopy", lambda c: {"n_triggers": 3})),
+    # enough pairs to make retrieval the task, room left for about two queries per pair
+    "recall": (SEQUENCE_ROUTERS, _set_task("associative_recall",
+                                           lambda c: {"n_pairs": max(1, c.task.seq_len // 5)})),
+    "prior": (ROUTERS, lambda c: c.model.update(content=False)),
+    # the grid at brake 0 alone: nulls and controls compared with a trained sweep's brake-0 runs
+    "brake0": (ROUTERS, lambda c: c.sweep.update(brakes=(0.0,))),
+    "cosine": (("attention",), lambda c: c.model.update(score="cosine")),
+    "distance": (("attention", "graph"), lambda c: c.model.update(score="distance")),
+    "sigmoid": (("attention",), lambda c: c.model.update(normalise="sigmoid")),
+    "frozen": (("ssm",), lambda c: c.model.update(selective=False)),
+    "noescape": (("ssm", "rwkv"), lambda c: c.model.update(
+        **({"gate": False, "conv_width": 0} if c.router == "ssm" else
+           {"gate": False, "token_shift": False, "bonus": False}))),
+}
+
+
+def parse_config_arg(arg: str | None, default_preset: str = "cpu") -> tuple[str, tuple[str, ...]]:
+  """`"cpu,recall,prior"` -> `("cpu", ("recall", "prior"))`; empty -> the default preset."""
+  parts = [part.strip() for part in (arg or "").split(",")]
+  preset = parts[0] or default_preset
+  return preset, tuple(part for part in parts[1:] if part)
+
+
+def apply_variants(config, variants) -> ml_collections.ConfigDict:
+  """Applies the named `VARIANTS` in order; ValueError naming an unknown or inapplicable one."""
+  for name in variants:
+    if name not in VARIANTS:
+      raise ValueError(f"unknown config variant {name!r}; known: {', '.join(VARIANTS)}")
+    routers, edit = VARIANTS[name]
+    if config.router not in routers:
+      raise ValueError(f"config variant {name!r} applies to {', '.join(routers)}, not "
+                       f"router={config.router!r}")
+    edit(config)
+  return config
+
+
+def sweep_config(router: str, arg: str | None, adjust=None) -> ml_collections.ConfigDict:
+  """`base_config(router, preset)`, then `adjust(config, preset)` (the router's own defaults), then
+  the variants named in `arg` (see `parse_config_arg`)."""
+  preset, variants = parse_config_arg(arg)
+  config = base_config(router, preset)
+  if adjust is not None:
+    adjust(config, preset)
+  return apply_variants(config, variants)
 
 
 def _fail(key: str, message: str):
@@ -98,9 +167,18 @@ def _check_positive_ints(section, prefix: str, names) -> None:
       _fail(f"{prefix}.{name}", f"must be an integer >= 1, got {value!r}")
 
 
+def _as_floats(values) -> tuple[float, ...]:
+  """Numbers as floats; a string such as "(nan,0.0)" (how a --config override with nan or inf
+  arrives) is split at commas first."""
+  if isinstance(values, str) or (len(values) == 1 and isinstance(values[0], str)):
+    text = values if isinstance(values, str) else values[0]
+    values = [v for v in text.strip().strip("()[]").split(",") if v.strip()]
+  return tuple(float(v) for v in values)
+
+
 def _check_numbers(key: str, values, low: float, *, strict: bool = False) -> tuple[float, ...]:
   try:
-    values = tuple(float(v) for v in values)
+    values = _as_floats(values)
   except (TypeError, ValueError):
     _fail(key, f"must be a sequence of numbers, got {values!r}")
   if not values:
@@ -157,6 +235,14 @@ def validate(config) -> None:
     _fail("execution.memory_budget_gib", f"must be a finite number >= 0 (0: the device's limit), "
           f"got {budget!r}")
   _check_positive_ints(config.checkpoint, "checkpoint", ("max_to_keep",))
+  if config.checkpoint.max_to_keep < 2:
+    _fail("checkpoint.max_to_keep", f"must be >= 2 (the previous checkpoint is the fallback for a "
+          f"damaged latest one), got {config.checkpoint.max_to_keep}")
+  nats = config.train.divergence_nats
+  if isinstance(nats, bool) or not isinstance(nats, (int, float)) or math.isnan(nats) or nats <= 0:
+    _fail("train.divergence_nats", f"must be a number > 0 (inf: off), got {nats!r}")
+  if not isinstance(config.output.tensorboard, bool):
+    _fail("output.tensorboard", f"must be True or False, got {config.output.tensorboard!r}")
   if config.router == "graph":
     _check_choice(config, "task.name", GRAPH_TASKS)
   else:
@@ -174,9 +260,12 @@ def validate(config) -> None:
     _fail("metrics.onset_metric", f"{config.metrics.onset_metric!r} is not one of {METRIC_NAMES}")
 
 
-METRIC_NAMES = ("sink_mass", "sink_excess", "sink_rate", "top_source_weight", "routing_entropy", "hub_count",
-                "key_norm_cv", "key_norm_log_spread", "norm_mass_correlation", "effective_rank",
-                "rank_collapse_residual", "massive_activation_ratio")
+METRIC_NAMES = ("sink_mass", "sink_mass_weighted", "sink_excess", "sink_excess_prior", "sink_rate",
+                "top_source_weight", "top_source_excess_prior", "routing_entropy",
+                "above_uniform_mass_count", "shared_sources", "key_norm_cv", "key_norm_log_spread",
+                "norm_mass_correlation", "effective_rank", "rank_collapse_residual",
+                "massive_activation_ratio", "effective_rank_routed",
+                "rank_collapse_residual_routed")
 
 
 def run_grid(config) -> list[dict]:

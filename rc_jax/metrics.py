@@ -1,18 +1,33 @@
 """Collapse metrics: pure, masked reductions over a `Routing` record or a representation.
 
-Every metric works for every router because it reads only `Routing` (weights, mask, key_norms) or
-token representations `x [..., N, D]`. All computations are float32 under `stop_gradient`.
+Every metric works for every router because it reads only `Routing` (weights, mask, key_norms,
+row_mass) or token representations `x [..., N, D]`. All computations are float32 under
+`stop_gradient`, jit- and vmap-friendly, and never build anything larger than `[..., T, S]`.
 
-Reduction: each metric first computes one value per leading index (e.g. per batch x head), then, with
-`reduce=True` (the default), averages over all leading dims ignoring NaN. `reduce=False` returns the
-per-leading-index array. A value is NaN only where the metric is undefined (documented per metric),
-never because of masked entries.
+Reduction: each metric first computes one value per leading index (e.g. per batch x head), then,
+with `reduce=True` (the default), averages over all leading dims ignoring NaN. `reduce=False`
+returns the per-leading-index array. A value is NaN only where the metric is undefined (documented
+per metric), never because of masked entries.
 
-Notation: `A [..., T, S]` routing weights, `M` the admissibility mask, `|M_i|` the number of sources
-target i may use.
+Notation (per leading index): `A [T, S]` routing weights, `M` the admissibility mask, `|M_i|` the
+number of sources target i may use, `m_i >= 0` the routing's `row_mass` (the mass target i reads
+before row normalisation; `m_i = 1` for normalising routers, whose `row_mass` is None), `P [T, S]` a
+positional prior (the router's content-free routing, `content=False`; by default the uniform routing
+`P_ij = M_ij / |M_i|`).
+
+Mass weighting (`weighted=True`): a target's contribution is weighted by `m_i`, so dormant rows of a
+non-normalising router (`m_i ~ 0`, whose row-normalised weights are near-arbitrary) do not count as
+full rows. For normalising routers weighted == unweighted. The literature metrics (`sink_mass`,
+`sink_excess`, `sink_rate`, `top_source_weight`, `above_uniform_mass_count`) default to unweighted;
+the prior-relative metrics (`sink_excess_prior`, `top_source_excess_prior`: always) and
+`shared_source_count` (by default) weight targets by the ROUTING's `m_i`, on the prior's side too,
+so routing and prior are compared on the same targets with the same weights (the prior's own
+`row_mass` is not used).
 """
 
 from __future__ import annotations
+
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -32,68 +47,173 @@ def _weights_and_mask(routing: Routing) -> tuple[jax.Array, jax.Array]:
   return jnp.where(mask, weights, 0.0), mask
 
 
+def _target_mass(routing: Routing, weighted: bool) -> jax.Array:
+  """`m_i` `[..., T]`: the routing's `row_mass` when `weighted` and present, else ones."""
+  shape = routing.weights.shape[:-1]
+  if not weighted or routing.row_mass is None:
+    return jnp.ones(shape, jnp.float32)
+  row_mass = _f32(routing.row_mass)
+  try:
+    return jnp.broadcast_to(row_mass, shape)
+  except ValueError as e:
+    raise ValueError(f"routing.row_mass: shape {row_mass.shape} does not broadcast to the targets "
+                     f"{shape} of weights {routing.weights.shape}") from e
+
+
+def _prior_weights(routing: Routing, prior: Routing | None) -> jax.Array:
+  """`P [..., T, S]` on the routing's mask: `prior.weights`, or the uniform `M_ij / |M_i|`."""
+  weights, mask = _weights_and_mask(routing)
+  if prior is None:
+    count = jnp.sum(mask, axis=-1, keepdims=True)
+    return jnp.where(mask, 1.0 / jnp.maximum(count, 1), 0.0)
+  prior_weights, prior_mask = _weights_and_mask(prior)
+  try:
+    shape = jnp.broadcast_shapes(prior_weights.shape, weights.shape)
+  except ValueError:
+    shape = None
+  if shape != weights.shape:
+    raise ValueError(f"prior: weights {prior_weights.shape} do not broadcast to the routing's "
+                     f"weights {weights.shape}")
+  return jnp.where(mask & prior_mask, prior_weights, 0.0)
+
+
+def _check_number(name: str, value, low: float, high: float) -> None:
+  if isinstance(value, numbers.Real) and not low <= value <= high:
+    raise ValueError(f"{name} must lie in [{low}, {high}], got {value}")
+
+
 def _reduce(per_index: jax.Array, reduce: bool) -> jax.Array:
   return jnp.nanmean(per_index) if reduce else per_index
 
 
+def _ratio(num: jax.Array, den: jax.Array) -> jax.Array:
+  """`num / den`, NaN where `den <= 0` (or is NaN)."""
+  return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.nan)
+
+
+def _ratio_of_sums(weight: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+  """`sum(weight * a) / sum(weight * b)` over the last axis, NaN where the denominator is <= 0.
+
+  Computed as `1 + sum(weight * (a - b)) / sum(weight * b)`, which is exactly 1 when `a == b`: two
+  separately reduced sums may round differently under jit.
+  """
+  den = jnp.sum(weight * b, axis=-1)
+  excess = jnp.sum(weight * (a - b), axis=-1)
+  return jnp.where(den > 0, 1.0 + excess / jnp.where(den > 0, den, 1.0), jnp.nan)
+
+
 def _masked_mean(values: jax.Array, valid: jax.Array, axis: int = -1) -> jax.Array:
   """Mean of `values` over `valid` entries of `axis`; NaN where there are none."""
-  count = jnp.sum(valid, axis=axis)
-  total = jnp.sum(jnp.where(valid, values, 0.0), axis=axis)
-  return jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan)
+  return _weighted_mean(values, jnp.where(valid, 1.0, 0.0), axis)
 
 
-def received_mass(routing: Routing) -> jax.Array:
-  """`alpha_j`: mean of `A_ij` over the targets i that may use source j. `[..., S]`.
+def _weighted_mean(values: jax.Array, weight: jax.Array, axis: int = -1) -> jax.Array:
+  """`sum(weight * values) / sum(weight)` over `axis` (weight 0 = excluded); NaN where the weights
+  sum to 0."""
+  total_weight = jnp.sum(weight, axis=axis)
+  total = jnp.sum(jnp.where(weight > 0, weight * values, 0.0), axis=axis)
+  return _ratio(total, total_weight)
 
-  NaN for a source no target may use.
+
+def received_mass(routing: Routing, weighted: bool = False) -> jax.Array:
+  """`alpha_j = sum_i w_i M_ij A_ij / sum_i w_i M_ij`, `w_i = m_i` if `weighted` else 1. `[..., S]`.
+
+  The (mass-weighted) mean of `A_ij` over the targets i that may use source j. NaN for a source no
+  target may use (or, weighted, whose users all have `m_i = 0`).
   """
   weights, mask = _weights_and_mask(routing)
-  return _masked_mean(weights, mask, axis=-2)
+  users = jnp.where(mask, _target_mass(routing, weighted)[..., None], 0.0)
+  return _weighted_mean(weights, users, axis=-2)
 
 
-def _uniform_share(mask: jax.Array) -> jax.Array:
-  """Mean of `1/|M_i|` over the targets that may use each source: `[..., S]`."""
+def _uniform_share(routing: Routing, weighted: bool = False) -> jax.Array:
+  """`alpha_j` of the uniform routing: the (weighted) mean of `1/|M_i|` over the users of each
+  source, `[..., S]`."""
+  _, mask = _weights_and_mask(routing)
   row_count = jnp.sum(mask, axis=-1, keepdims=True)
   share = jnp.where(mask, 1.0 / jnp.maximum(row_count, 1), 0.0)
-  return _masked_mean(share, mask, axis=-2)
+  users = jnp.where(mask, _target_mass(routing, weighted)[..., None], 0.0)
+  return _weighted_mean(share, users, axis=-2)
 
 
-def sink_mass(routing: Routing, reduce: bool = True) -> jax.Array:
-  """`alpha_0`, the mean mass on source 0 over the targets that may use it."""
-  return _reduce(received_mass(routing)[..., 0], reduce)
+def sink_mass(routing: Routing, reduce: bool = True, *, weighted: bool = False) -> jax.Array:
+  """`alpha_0`, the (mass-weighted) mean mass on source 0 over the targets that may use it."""
+  return _reduce(received_mass(routing, weighted)[..., 0], reduce)
 
 
-def sink_excess(routing: Routing, reduce: bool = True) -> jax.Array:
+def _sink_ratio(routing: Routing, prior_weights: jax.Array, weighted: bool) -> jax.Array:
+  """Per index `sum_i w_i M_i0 A_i0 / sum_i w_i M_i0 P_i0` = `alpha_0(A) / alpha_0(P)`."""
+  weights, mask = _weights_and_mask(routing)
+  users = jnp.where(mask[..., 0], _target_mass(routing, weighted), 0.0)
+  return _ratio_of_sums(users, weights[..., 0], prior_weights[..., 0])
+
+
+def sink_excess(routing: Routing, reduce: bool = True, *, weighted: bool = False) -> jax.Array:
   """`alpha_0 / u_0`: the sink mass over what uniform routing would put on source 0.
 
-  `u_0` is the mean of `1/|M_i|` over the targets that may use source 0, so uniform routing gives
-  exactly 1 whatever the mask (causal tokens, earlier layers): a threshold on it means the same for
-  every router.
+  `u_0` is the (same-weighted) mean of `1/|M_i|` over the targets that may use source 0, so uniform
+  routing gives exactly 1 whatever the mask (causal tokens, earlier layers): a threshold on it means
+  the same for every router. NaN where no target may use source 0.
   """
-  _, mask = _weights_and_mask(routing)
-  uniform0 = _uniform_share(mask)[..., 0]
-  return _reduce(received_mass(routing)[..., 0] / uniform0, reduce)
+  return _reduce(_sink_ratio(routing, _prior_weights(routing, None), weighted), reduce)
 
 
-def sink_rate(routing: Routing, eps: float = 0.3, reduce: bool = True) -> jax.Array:
+def sink_excess_prior(routing: Routing, prior: Routing | None, reduce: bool = True) -> jax.Array:
+  """`alpha_0(A) / alpha_0(P)`: the sink mass over what the positional prior puts on source 0.
+
+  Per leading index, both `alpha_0` are mass-weighted with the ROUTING's `m_i` (the same targets and
+  weights on both sides), i.e. `sum_i m_i M_i0 A_i0 / sum_i m_i M_i0 P_i0`; `reduce=True` takes the
+  NaN-ignoring mean of these per-index ratios (a mean of ratios, not a ratio of means). Exactly 1
+  when `routing.weights == prior.weights`. `prior=None` uses the uniform routing (then it equals
+  `sink_excess(weighted=True)`). NaN where the prior puts no mass on source 0.
+
+  Args:
+    routing: the routing, weights `[..., T, S]`.
+    prior: its content-free routing, weights broadcastable to the same shape, or None.
+    reduce: average over the leading dims.
+  """
+  return _reduce(_sink_ratio(routing, _prior_weights(routing, prior), True), reduce)
+
+
+def sink_rate(routing: Routing, eps: float = 0.3, reduce: bool = True, *,
+              weighted: bool = False) -> jax.Array:
   """Fraction of (leading) indices whose `alpha_0 > eps` (Gu et al. 2025; eps = 0.3)."""
-  alpha0 = received_mass(routing)[..., 0]
+  alpha0 = received_mass(routing, weighted)[..., 0]
   rate = jnp.where(jnp.isnan(alpha0), jnp.nan, (alpha0 > eps).astype(jnp.float32))
   return _reduce(rate, reduce)
 
 
-def top_source_weight(routing: Routing, reduce: bool = True) -> tuple[jax.Array, jax.Array]:
-  """Mean over targets of `max_j A_ij`, and its uniform baseline, the mean of `1/|M_i|`.
+def top_source_weight(routing: Routing, reduce: bool = True, *,
+                      weighted: bool = False) -> tuple[jax.Array, jax.Array]:
+  """(Mass-weighted) mean over targets of `max_j A_ij`, and its uniform baseline, the same mean of
+  `1/|M_i|`.
 
-  Targets with no admissible source are skipped.
+  Targets with no admissible source are skipped; NaN where there are none (or, weighted, where
+  their `m_i` are all 0).
   """
   weights, mask = _weights_and_mask(routing)
   row_count = jnp.sum(mask, axis=-1)
-  valid = row_count > 0
-  top = _masked_mean(jnp.max(weights, axis=-1), valid)
-  baseline = _masked_mean(1.0 / jnp.maximum(row_count, 1), valid)
+  target_weight = jnp.where(row_count > 0, _target_mass(routing, weighted), 0.0)
+  top = _weighted_mean(jnp.max(weights, axis=-1), target_weight)
+  baseline = _weighted_mean(1.0 / jnp.maximum(row_count, 1), target_weight)
   return _reduce(top, reduce), _reduce(baseline, reduce)
+
+
+def top_source_excess_prior(routing: Routing, prior: Routing | None,
+                            reduce: bool = True) -> jax.Array:
+  """`top_source_weight(A) / top_source_weight(P)`, both weighted by the routing's `m_i`.
+
+  Per leading index `sum_i m_i max_j A_ij / sum_i m_i max_j P_ij` over targets with an admissible
+  source; `reduce=True` averages these per-index ratios ignoring NaN. Exactly 1 when
+  `routing.weights == prior.weights`; `prior=None` uses the uniform routing
+  (`max_j P_ij = 1/|M_i|`).
+  NaN where no target has an admissible source with `m_i > 0`.
+  """
+  weights, mask = _weights_and_mask(routing)
+  prior_weights = _prior_weights(routing, prior)
+  target_weight = jnp.where(jnp.any(mask, axis=-1), _target_mass(routing, True), 0.0)
+  return _reduce(_ratio_of_sums(target_weight, jnp.max(weights, axis=-1),
+                                jnp.max(prior_weights, axis=-1)), reduce)
 
 
 def routing_entropy(routing: Routing, reduce: bool = True) -> jax.Array:
@@ -110,17 +230,62 @@ def routing_entropy(routing: Routing, reduce: bool = True) -> jax.Array:
   return _reduce(_masked_mean(normalised, valid), reduce)
 
 
-def hub_count(routing: Routing, factor: float = 2.0, reduce: bool = True) -> jax.Array:
+def above_uniform_mass_count(routing: Routing, factor: float = 2.0, reduce: bool = True, *,
+                             weighted: bool = False) -> jax.Array:
   """Number of sources whose received mass `alpha_j` exceeds `factor` x their uniform share.
 
-  The uniform share of source j is the mean of `1/|M_i|` over the targets that may use it (what
-  `alpha_j` would be under uniform routing).
+  The uniform share of source j is the (same-weighted) mean of `1/|M_i|` over the targets that may
+  use it (what `alpha_j` would be under uniform routing). Under a causal mask this counts locality
+  as well as sharing (all mass on self gives 12 at T = 32: late sources have few users, each of
+  which gives them everything); `shared_source_count` counts only sources shared by many targets.
   """
-  _, mask = _weights_and_mask(routing)
-  alpha = received_mass(routing)
-  uniform = _uniform_share(mask)
-  is_hub = jnp.where(jnp.isnan(alpha), False, alpha > factor * jnp.nan_to_num(uniform))
-  return _reduce(jnp.sum(is_hub, axis=-1).astype(jnp.float32), reduce)
+  alpha = received_mass(routing, weighted)
+  uniform = _uniform_share(routing, weighted)
+  above = jnp.where(jnp.isnan(alpha), False, alpha > factor * jnp.nan_to_num(uniform))
+  return _reduce(jnp.sum(above, axis=-1).astype(jnp.float32), reduce)
+
+
+def shared_source_count(routing: Routing, prior: Routing | None = None, factor: float = 2.0,
+                        min_share: float = 0.5, min_users: float = 0.5, reduce: bool = True, *,
+                        weighted: bool = True) -> jax.Array:
+  """Number of hubs: sources that a large share of targets over-weight relative to the prior.
+
+  Only "choice" targets C = {i : |M_i| >= 2} take part; U_j = {i in C : M_ij} are the users of
+  source j. Source j counts when
+    (a) |U_j| >= max(1, min_users * |C|): sources that only a few targets may use (late tokens under
+        a causal mask) never count, so locality (all mass on self / on the previous token / a decay
+        kernel) is not mistaken for sharing; and
+    (b) sum_{i in U_j, A_ij > factor * P_ij} w_i / sum_{i in U_j} w_i > min_share, with
+        `w_i = m_i` (`weighted`, the default) or 1: more than `min_share` of the users'
+        (mass-weighted) votes give j more than `factor` x their prior share `P_ij`
+        (`prior.weights`, or `1/|M_i|`).
+  Routing == prior gives 0 (strict `>`).
+
+  Degenerate axes: with one target (depth routing, weights `[..., 1, S]`) "a large share of targets"
+  is that target, so the count is the number of sources it gives more than `factor` x their prior
+  share. With symmetric neighbourhood masks (graphs), (a) asks for sources whose K-hop neighbourhood
+  covers `min_users` of the graph; for sparse graphs whose neighbourhoods are far smaller, lower
+  `min_users`.
+
+  Returns per leading index the count (float32), NaN where no target has a choice (or, weighted,
+  all choice targets have `m_i = 0`); `reduce=True` averages ignoring NaN.
+  """
+  _check_number("min_share", min_share, 0.0, 1.0)
+  _check_number("min_users", min_users, 0.0, 1.0)
+  weights, mask = _weights_and_mask(routing)
+  prior_weights = _prior_weights(routing, prior)
+  choice = jnp.sum(mask, axis=-1) >= 2                                     # [..., T]
+  n_choice = jnp.sum(choice, axis=-1)                                      # [...]
+  users = mask & choice[..., None]                                         # [..., T, S]
+  n_users = jnp.sum(users, axis=-2)                                        # [..., S]
+  vote = jnp.where(users, _target_mass(routing, weighted)[..., None], 0.0)
+  over = users & (weights > factor * prior_weights)
+  over_share = _ratio(jnp.sum(jnp.where(over, vote, 0.0), axis=-2), jnp.sum(vote, axis=-2))
+  enough_users = n_users >= jnp.maximum(1.0, min_users * n_choice[..., None])
+  shared = enough_users & (over_share > min_share)                         # NaN share -> False
+  total_vote = jnp.sum(jnp.where(choice, _target_mass(routing, weighted), 0.0), axis=-1)
+  count = jnp.sum(shared, axis=-1).astype(jnp.float32)
+  return _reduce(jnp.where((n_choice > 0) & (total_vote > 0), count, jnp.nan), reduce)
 
 
 def _usable_sources(routing: Routing) -> jax.Array:
@@ -146,11 +311,13 @@ def key_norm_cv(routing: Routing, reduce: bool = True) -> jax.Array:
 
 
 def key_norm_log_spread(routing: Routing, reduce: bool = True) -> jax.Array:
-  """`log(max / median)` of the usable sources' key norms."""
+  """`log(max / median)` of the usable sources' key norms; NaN where every norm is 0 (a router
+  without keys, e.g. a content-free prior router)."""
   norms, usable = _key_norms(routing)
   masked = jnp.where(usable, norms, jnp.nan)
-  spread = jnp.log(jnp.nanmax(masked, axis=-1) / jnp.maximum(jnp.nanmedian(masked, axis=-1), _TINY))
-  return _reduce(spread, reduce)
+  largest = jnp.nanmax(masked, axis=-1)
+  spread = jnp.log(largest / jnp.maximum(jnp.nanmedian(masked, axis=-1), _TINY))
+  return _reduce(jnp.where(largest > 0, spread, jnp.nan), reduce)
 
 
 def norm_mass_correlation(routing: Routing, reduce: bool = True, min_cv: float = 1e-4) -> jax.Array:
@@ -178,7 +345,8 @@ def norm_mass_correlation(routing: Routing, reduce: bool = True, min_cv: float =
 
 
 def effective_rank(x: jax.Array, reduce: bool = True) -> jax.Array:
-  """Roy & Vetterli (2007): `exp(-sum p log p)`, `p = sigma / sum(sigma)` of uncentred `x [..., N, D]`."""
+  """Roy & Vetterli (2007): `exp(-sum p log p)`, `p = sigma / sum(sigma)`, over the singular values
+  of the uncentred `x [..., N, D]`."""
   x = _f32(x)
   if x.shape[-2] < x.shape[-1]:  # same singular values; XLA's CPU SVD is far slower on wide inputs
     x = jnp.swapaxes(x, -1, -2)
@@ -207,18 +375,40 @@ def massive_activation_ratio(h: jax.Array, reduce: bool = True) -> jax.Array:
   return _reduce(ratio, reduce)
 
 
-def collapse_metrics(routing: Routing, x: jax.Array | None = None, *, eps: float = 0.3,
+def collapse_metrics(routing: Routing, x: jax.Array | None = None, *, prior: Routing | None = None,
+                     routed: jax.Array | None = None, eps: float = 0.3,
                      hub_factor: float = 2.0) -> dict[str, jax.Array]:
-  """All routing metrics (and, given `x [..., N, D]`, the representation metrics) as scalars."""
+  """All routing metrics (and the representation metrics of what is given) as float32 scalars.
+
+  Args:
+    routing: weights `[..., T, S]`.
+    x: optional `[..., N, D]` residual stream after the layer: `effective_rank`,
+      `rank_collapse_residual`, `massive_activation_ratio`.
+    prior: optional content-free routing of the same shape. `sink_excess_prior`,
+      `top_source_excess_prior` and `shared_sources` are read relative to it; without it relative
+      to the uniform routing, so the keys are the same either way.
+    routed: optional `[..., N, D]` router output before the residual add: `effective_rank_routed`,
+      `rank_collapse_residual_routed`.
+    eps: the `sink_rate` threshold.
+    hub_factor: the factor of `above_uniform_mass_count` and `shared_sources`.
+
+  `sink_mass`, `sink_excess`, `sink_rate`, `top_source_weight`/`top_source_uniform` and
+  `above_uniform_mass_count` are unweighted (their literature definitions); `sink_mass_weighted`,
+  the two `*_excess_prior` ratios and `shared_sources` weight targets by the routing's `row_mass`.
+  """
   top, uniform = top_source_weight(routing)
   out = {
       "sink_mass": sink_mass(routing),
+      "sink_mass_weighted": sink_mass(routing, weighted=True),
       "sink_excess": sink_excess(routing),
+      "sink_excess_prior": sink_excess_prior(routing, prior),
       "sink_rate": sink_rate(routing, eps),
       "top_source_weight": top,
       "top_source_uniform": uniform,
+      "top_source_excess_prior": top_source_excess_prior(routing, prior),
       "routing_entropy": routing_entropy(routing),
-      "hub_count": hub_count(routing, hub_factor),
+      "above_uniform_mass_count": above_uniform_mass_count(routing, hub_factor),
+      "shared_sources": shared_source_count(routing, prior, hub_factor),
       "key_norm_cv": key_norm_cv(routing),
       "key_norm_log_spread": key_norm_log_spread(routing),
       "norm_mass_correlation": norm_mass_correlation(routing),
@@ -227,6 +417,9 @@ def collapse_metrics(routing: Routing, x: jax.Array | None = None, *, eps: float
     out["effective_rank"] = effective_rank(x)
     out["rank_collapse_residual"] = rank_collapse_residual(x)
     out["massive_activation_ratio"] = massive_activation_ratio(x)
+  if routed is not None:
+    out["effective_rank_routed"] = effective_rank(routed)
+    out["rank_collapse_residual_routed"] = rank_collapse_residual(routed)
   return out
 
 

@@ -1,22 +1,29 @@
-"""Output writers of a sweep: tidy metrics table, onset table, JSON summary and figures.
+"""Sweep tables: tidy metrics, onsets (censored), per-grid-point onset summary, JSON summary.
 
-Inputs (host NumPy, as the sweep produces them):
+Tables only: this module never imports the figures (`rc_jax.plots` imports it; `rc_jax.artifacts`
+writes both). Inputs (host NumPy, as the sweep produces them):
 
 - `runs`: one dict per run, e.g. `{"run": 0, "seed": 0, "brake": 0.1, "learning_rate": 1e-3}`.
-  Every key becomes a column; "run" and "seed" identify a run, every other key is a grid
-  coordinate (runs that differ only in run/seed are seeds of one grid point).
+  Every key becomes a column; "run" and "seed" identify a run, "status" and "diverged_step" (set by
+  the sweep) describe it, every other key is a grid coordinate (runs that differ only in those
+  are seeds of one grid point).
 - `logs`: `{"step": int [R, K], <scalar>: [R, K], <per-layer metric>: [R, K, L]}`: R runs, K logged
   steps (the same steps for every run), L layers. Any `[R, K]` entry other than "step" is a
   per-step scalar (loss, probe_loss, ...), any `[R, K, L]` entry a per-layer collapse metric.
   Values may be NaN or inf (undefined metrics, diverged runs).
 - `onset`: `{"metric": str, "threshold": float, "layer_reduce": "max" | "mean" | int}`: the
   per-layer metric whose crossing defines the onset, and how its layers are reduced (NaN-ignoring
-  max or mean, or one layer's index).
+  max or mean, or one layer's index). That ONE layer reduction is used for every per-layer value
+  in every table (and figure): onsets, final values, the summary.
 
-CSV conventions (both tables; readable by the `csv` module and `pandas.read_csv`): a header row,
+Onsets are censored data (see `rc_jax.onsets`): a run without an onset is censored at its last
+observed step, never dropped; per grid point the tables give `n_onset` of `n_runs` and the
+Kaplan-Meier median onset ("> bound" when not reached), not a mean over the runs that had one.
+
+CSV conventions (every table; readable by the `csv` module and `pandas.read_csv`): a header row,
 then one row per record. Float32 values are written as their shortest round-tripping decimal
-("0.1"); NaN as `nan` and infinities as `inf` / `-inf` (`float(cell)` and pandas parse these back).
-A run that never crosses the onset threshold has an empty `onset_step` cell (pandas: NaN).
+("0.1"); NaN as `nan` and infinities as `inf` / `-inf` (`float(cell)` and pandas parse these back);
+booleans as `True` / `False`; None (undefined) as an empty cell (pandas: NaN).
 
 Every file is written atomically: to a temporary file in the target directory, then `os.replace`d
 onto its final name, so a crash never leaves a partial file under the final name.
@@ -31,15 +38,15 @@ import math
 import os
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from rc_jax import metrics
+from rc_jax import metrics, onsets
 
 LAYER_REDUCTIONS = ("max", "mean")
-_ID_KEYS = ("run", "seed")
+_ID_KEYS = ("run", "seed", "status", "diverged_step")  # not grid coordinates
 
 
 @contextlib.contextmanager
@@ -182,51 +189,83 @@ def metrics_table(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any]) ->
   return list(metric_rows(runs, logs))
 
 
-def _write_csv(path: str, columns: Sequence[str], rows: Iterator[Mapping[str, Any]]) -> None:
+def write_csv(path: str, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
+  """Writes `rows` (dicts keyed by `columns`) as CSV to `path`, atomically; returns `path`."""
   with atomic_open(path) as f:
     writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
+  return path
 
 
 def write_metrics_csv(path: str, runs: Sequence[Mapping[str, Any]],
                       logs: Mapping[str, Any]) -> str:
   """Writes `metrics_table` as CSV to `path` (atomically, streaming rows); returns `path`."""
-  _write_csv(path, metrics_columns(runs, logs), metric_rows(runs, logs))
+  write_csv(path, metrics_columns(runs, logs), metric_rows(runs, logs))
   return path
 
 
-def onset_steps(logs: Mapping[str, Any], onset: Mapping[str, Any]) -> np.ndarray:
-  """Float64 `[R]`: each run's onset step (`rc_jax.metrics.onset_step`), inf when never."""
+def layer_label(layer_reduce: str | int) -> str:
+  """How per-layer values were reduced, for labels: "max over layers", "layer 2"."""
+  if layer_reduce in LAYER_REDUCTIONS:
+    return f"{layer_reduce} over layers"
+  return f"layer {layer_reduce}"
+
+
+def onset_series(logs: Mapping[str, Any], onset: Mapping[str, Any]) -> tuple[np.ndarray,
+                                                                            np.ndarray]:
+  """`(steps [K], series [R, K])`: the onset metric, layer-reduced as `onset` configures."""
   step, _, per_layer = split_logs(logs)
   name = onset["metric"]
   if name not in per_layer:
     raise ValueError(f"onset metric {name!r} is not a per-layer metric of logs: {list(per_layer)}")
-  series = reduce_layers(per_layer[name], onset["layer_reduce"])
-  return np.asarray(metrics.onset_step(step[0], series, float(onset["threshold"])), np.float64)
+  return step[0], reduce_layers(per_layer[name], onset["layer_reduce"])
 
 
-def _finite_or_none(value: float) -> float | None:
-  return value if math.isfinite(value) else None
+def onset_steps(logs: Mapping[str, Any], onset: Mapping[str, Any]) -> np.ndarray:
+  """Float64 `[R]`: each run's onset step (`rc_jax.metrics.onset_step`), inf when never."""
+  steps, series = onset_series(logs, onset)
+  return np.asarray(metrics.onset_step(steps, series, float(onset["threshold"])), np.float64)
+
+
+def onset_events(logs: Mapping[str, Any], onset: Mapping[str, Any]) -> tuple[np.ndarray,
+                                                                            np.ndarray]:
+  """`(time [R], observed [R] bool)`: the onset step, or the step a run without one is censored at.
+
+  Censoring: the run's last step with a finite onset metric (`rc_jax.onsets.censored_times`).
+  """
+  steps, series = onset_series(logs, onset)
+  return onsets.censored_times(steps, series, onset_steps(logs, onset))
+
+
+def _onset_config(onset: Mapping[str, Any]) -> dict:
+  return {"metric": onset["metric"], "threshold": float(onset["threshold"]),
+          "layer_reduce": _py(onset["layer_reduce"])}
+
+
+ONSET_COLUMNS = ("metric", "threshold", "layer_reduce", "onset_step", "censored", "censor_step")
 
 
 def onset_table(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any],
                 onset: Mapping[str, Any]) -> list[dict]:
-  """One dict per run: run keys, metric, threshold, layer_reduce, onset_step (None when never)."""
-  steps = onset_steps(logs, onset)
-  _check_runs(runs, steps.size)
-  config = {"metric": onset["metric"], "threshold": float(onset["threshold"]),
-            "layer_reduce": _py(onset["layer_reduce"])}
+  """One dict per run: run keys, then `ONSET_COLUMNS`.
+
+  `onset_step` is None when the run never crossed; it is then `censored` at `censor_step` (else
+  None).
+  """
+  time, observed = onset_events(logs, onset)
+  _check_runs(runs, time.size)
+  config = _onset_config(onset)
   return [dict({key: _py(value) for key, value in run.items()}, **config,
-               onset_step=_finite_or_none(float(value)))
-          for run, value in zip(runs, steps)]
+               onset_step=float(t) if seen else None, censored=not seen,
+               censor_step=None if seen else float(t))
+          for run, t, seen in zip(runs, time.tolist(), observed.tolist())]
 
 
 def write_onsets_csv(path: str, runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any],
                      onset: Mapping[str, Any]) -> str:
   """Writes `onset_table` as CSV to `path` (atomically); returns `path`."""
-  columns = run_keys(runs) + ["metric", "threshold", "layer_reduce", "onset_step"]
-  _write_csv(path, columns, iter(onset_table(runs, logs, onset)))
+  write_csv(path, run_keys(runs) + list(ONSET_COLUMNS), iter(onset_table(runs, logs, onset)))
   return path
 
 
@@ -244,19 +283,25 @@ def describe(values: Any) -> dict:
           "min": float(finite.min()), "max": float(finite.max())}
 
 
-def grid_points(runs: Sequence[Mapping[str, Any]]) -> dict[tuple, list[int]]:
-  """Run indices grouped by grid point: the values of every key except "run" and "seed".
+def grid_keys(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+  """The grid coordinates: every run key but "run" and "seed"."""
+  return [key for key in run_keys(runs) if key not in _ID_KEYS]
 
-  Keys of the result are tuples of those values in `run_keys` order, sorted (numbers numerically).
+
+def grid_points(runs: Sequence[Mapping[str, Any]],
+                keys: Sequence[str] | None = None) -> dict[tuple, list[int]]:
+  """Run indices grouped by grid point: the values of `keys` (default `grid_keys(runs)`).
+
+  Keys of the result are tuples of those values in `keys` order, sorted (numbers numerically).
   """
-  keys = [key for key in run_keys(runs) if key not in _ID_KEYS]
+  keys = grid_keys(runs) if keys is None else keys
   groups: dict[tuple, list[int]] = {}
   for index, run in enumerate(runs):
     groups.setdefault(tuple(_py(run.get(key)) for key in keys), []).append(index)
-  return {point: groups[point] for point in sorted(groups, key=_sort_key)}
+  return {point: groups[point] for point in sorted(groups, key=point_sort_key)}
 
 
-def _sort_key(point: tuple) -> tuple:
+def point_sort_key(point: tuple) -> tuple:
   """Orders grid points: numbers numerically, before anything else (compared as strings)."""
   return tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in point)
 
@@ -275,13 +320,86 @@ def _jsonable(value: Any) -> Any:
   return value
 
 
-def _final_values(scalars: dict, per_layer: dict, r: int) -> dict:
-  """Run r's last logged value of each scalar, and mean / max over layers of each metric."""
-  final = {name: float(_host(value[r, -1])) for name, value in scalars.items()}
-  final.update((name, {"mean": float(reduce_layers(_host(value[r, -1]), "mean")),
-                       "max": float(reduce_layers(_host(value[r, -1]), "max"))})
-               for name, value in per_layer.items())
-  return final
+def final_values(logs: Mapping[str, Any], layer_reduce: str | int) -> dict[str, np.ndarray]:
+  """Float64 `[R]` per logged name: each run's last logged value, layers reduced by `layer_reduce`.
+
+  Per-step scalars as they are; per-layer metrics reduced like the onset metric (one reduction for
+  every table and figure). Float32 values become their shortest decimal (0.1, not 0.100000001).
+  """
+  _, scalars, per_layer = split_logs(logs)
+  finals = {name: _host(value[:, -1]).astype(np.float64) for name, value in scalars.items()}
+  finals.update((name, reduce_layers(_host(value[:, -1]), layer_reduce))
+                for name, value in per_layer.items())
+  return finals
+
+
+ONSET_STAT_KEYS = ("n_onset", "n_censored", "onset_median", "onset_median_reached",
+                   "onset_median_bound", "onset_median_text")
+
+
+def onset_stats(time: Any, observed: Any) -> dict:
+  """Censoring-aware onset statistics of one group of runs (see `rc_jax.onsets`).
+
+  Returns `ONSET_STAT_KEYS` (`onset_median` None and `onset_median_bound` its strict lower bound
+  when the median is not reached; `onset_median_text` "850" or "> 1000") and "onset_km": the
+  Kaplan-Meier curve `{"step", "survival", "at_risk", "events"}` at the onset steps.
+  """
+  observed = np.asarray(observed, bool)
+  km = onsets.kaplan_meier(time, observed)
+  med = onsets.median(km)
+  return {"n_onset": int(observed.sum()), "n_censored": int((~observed).sum()),
+          "onset_median": med.value, "onset_median_reached": med.reached,
+          "onset_median_bound": med.bound, "onset_median_text": med.text,
+          "onset_km": km.to_dict()}
+
+
+def grid_summary(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any],
+                 onset: Mapping[str, Any], keys: Sequence[str] | None = None) -> list[dict]:
+  """Per grid point (`grid_points(runs, keys)`), over its seeds:
+
+  the coordinates, "n_runs", "runs" (ids: "run", else the index), `onset_stats` (censoring-aware:
+  n_onset of n_runs, Kaplan-Meier median, curve), "final" (`describe` over seeds of each
+  `final_values` entry, layers reduced as `onset` configures) and "final_concentration" (that of
+  the onset metric).
+  """
+  time, observed = onset_events(logs, onset)
+  _check_runs(runs, time.size)
+  finals = final_values(logs, onset["layer_reduce"])
+  ids = [_py(run.get("run", index)) for index, run in enumerate(runs)]
+  keys = grid_keys(runs) if keys is None else list(keys)
+  rows = []
+  for point, members in grid_points(runs, keys).items():
+    final = {name: describe(value[members]) for name, value in finals.items()}
+    rows.append(dict(zip(keys, point), n_runs=len(members), runs=[ids[i] for i in members],
+                     **onset_stats(time[members], observed[members]), final=final,
+                     final_concentration=final[onset["metric"]]))
+  return rows
+
+
+ONSET_SUMMARY_COLUMNS = ("metric", "threshold", "layer_reduce", "n_runs") + ONSET_STAT_KEYS + (
+    "budget_step",)
+
+
+def onset_summary_table(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any],
+                        onset: Mapping[str, Any]) -> list[dict]:
+  """One dict per grid point: its coordinates, then `ONSET_SUMMARY_COLUMNS`.
+
+  `budget_step` is the last logged step (where runs without an onset are censored).
+  """
+  step, _, _ = split_logs(logs)
+  config = _onset_config(onset)
+  keys = grid_keys(runs)
+  return [dict({key: row[key] for key in keys}, **config, n_runs=row["n_runs"],
+               **{key: row[key] for key in ONSET_STAT_KEYS}, budget_step=int(step[0, -1]))
+          for row in grid_summary(runs, logs, onset)]
+
+
+def write_onset_summary_csv(path: str, runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any],
+                            onset: Mapping[str, Any]) -> str:
+  """Writes `onset_summary_table` as CSV to `path` (atomically); returns `path`."""
+  columns = grid_keys(runs) + list(ONSET_SUMMARY_COLUMNS)
+  write_csv(path, columns, iter(onset_summary_table(runs, logs, onset)))
+  return path
 
 
 def summary(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any], onset: Mapping[str, Any],
@@ -289,35 +407,35 @@ def summary(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any], onset: M
   """The sweep summary as a JSON-ready dict (NaN/inf as None; `extra` merged in).
 
   Keys:
-    n_runs, n_steps_logged, first_step, last_step; onset: the onset config.
-    runs: per run, its keys plus "final" (last logged value of each per-step scalar, and
-      `{"mean", "max"}` over layers of each per-layer metric), "onset_step", "diverged".
-    by_brake: per grid point (brake x learning rate x ... : every run key but run and seed), over
-      its seeds: the coordinates, "n_runs", "runs" (ids), "final_concentration" (`describe` of the
-      onset metric at the last step, layer-reduced as configured), "onset_step" (`describe` over
-      the runs with an onset), "n_onset".
+    n_runs, n_steps_logged, first_step, last_step; onset: the onset config; layer_reduce: the one
+      layer reduction of every per-layer value below (the onset's); logged: `{"scalars",
+      "per_layer"}` names of the logs.
+    runs: per run, its keys plus "final" (`final_values`: last logged value, layers reduced),
+      "onset_step" (None when never), "censored", "censor_step" (None when an onset), "diverged".
+    by_brake: `grid_summary` per grid point (brake x learning rate x ...: every run key but run and
+      seed): coordinates, n_runs, runs, n_onset, n_censored, onset_median (None when not reached),
+      onset_median_reached, onset_median_bound, onset_median_text, onset_km, final,
+      final_concentration.
     diverged, n_diverged: ids ("run", else the index) of the runs whose final "loss" is
       non-finite (none without a "loss" log).
     then every key of `extra`; one clashing with the keys above raises ValueError.
   """
   step, scalars, per_layer = split_logs(logs)
   _check_runs(runs, step.shape[0])
-  onsets = onset_steps(logs, onset)
-  concentration = reduce_layers(per_layer[onset["metric"]][:, -1], onset["layer_reduce"])
+  time, observed = onset_events(logs, onset)
+  finals = final_values(logs, onset["layer_reduce"])
   final_loss = scalars["loss"][:, -1] if "loss" in scalars else np.zeros(len(runs))
   diverged = ~np.isfinite(final_loss)
   ids = [_py(run.get("run", index)) for index, run in enumerate(runs)]
-  per_run = [dict(run, final=_final_values(scalars, per_layer, r), onset_step=onsets[r],
-                  diverged=bool(diverged[r])) for r, run in enumerate(runs)]
-  keys = [key for key in run_keys(runs) if key not in _ID_KEYS]
-  by_brake = [dict(zip(keys, point), n_runs=len(members), runs=[ids[i] for i in members],
-                   final_concentration=describe(concentration[members]),
-                   onset_step=describe(onsets[members]),
-                   n_onset=int(np.isfinite(onsets[members]).sum()))
-              for point, members in grid_points(runs).items()]
+  per_run = [dict(run, final={name: value[r] for name, value in finals.items()},
+                  onset_step=time[r] if observed[r] else None, censored=not observed[r],
+                  censor_step=None if observed[r] else time[r], diverged=bool(diverged[r]))
+             for r, run in enumerate(runs)]
   out = {"n_runs": len(runs), "n_steps_logged": int(step.shape[1]),
          "first_step": int(step[0, 0]), "last_step": int(step[0, -1]), "onset": dict(onset),
-         "runs": per_run, "by_brake": by_brake,
+         "layer_reduce": onset["layer_reduce"],
+         "logged": {"scalars": list(scalars), "per_layer": list(per_layer)},
+         "runs": per_run, "by_brake": grid_summary(runs, logs, onset),
          "diverged": [ids[r] for r in np.flatnonzero(diverged)], "n_diverged": int(diverged.sum())}
   clashes = set(out) & set(extra or {})
   if clashes:
@@ -335,34 +453,66 @@ def write_summary_json(path: str, runs: Sequence[Mapping[str, Any]], logs: Mappi
   return path
 
 
-def write_all(workdir: str, runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any],
-              onset: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> dict[str, str]:
-  """Writes every sweep output into `workdir` and returns `{name: path}`.
+def write_tables(workdir: str, runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any],
+                 onset: Mapping[str, Any]) -> dict[str, str]:
+  """Writes metrics.csv, onsets.csv and onset_summary.csv into `workdir`; returns `{name: path}`.
 
-  Files: metrics.csv, onsets.csv, figures/phase_diagram.png, figures/onset_vs_brake.png,
-  figures/final_metrics_vs_brake.png, then summary.json (last, so a crash before it leaves no
-  fresh summary). Names: "metrics", "onsets", "phase_diagram", "onset_vs_brake",
-  "final_metrics_vs_brake", "summary".
+  Names: "metrics", "onsets", "onset_summary". The summary (written last by a sweep) is separate:
+  `write_summary_json`.
   """
-  # Imported here: plots imports this module (and tables should not pay for matplotlib).
-  from rc_jax import plots  # pylint: disable=import-outside-toplevel
+  def path(name: str) -> str:
+    return os.path.join(workdir, f"{name}.csv")
 
-  os.makedirs(os.path.join(workdir, "figures"), exist_ok=True)
+  return {"metrics": write_metrics_csv(path("metrics"), runs, logs),
+          "onsets": write_onsets_csv(path("onsets"), runs, logs, onset),
+          "onset_summary": write_onset_summary_csv(path("onset_summary"), runs, logs, onset)}
 
-  def figure(name: str) -> str:
-    return os.path.join(workdir, "figures", f"{name}.png")
 
-  paths = {
-      "metrics": write_metrics_csv(os.path.join(workdir, "metrics.csv"), runs, logs),
-      "onsets": write_onsets_csv(os.path.join(workdir, "onsets.csv"), runs, logs, onset),
-      "phase_diagram": plots.phase_diagram(figure("phase_diagram"), runs, logs, onset["metric"],
-                                           onset["layer_reduce"]),
-      "onset_vs_brake": plots.onset_vs_brake(
-          figure("onset_vs_brake"), runs, onset_steps(logs, onset),
-          f"{onset['metric']} > {onset['threshold']:g}, layer_reduce={onset['layer_reduce']}"),
-      "final_metrics_vs_brake": plots.final_metrics_vs_brake(figure("final_metrics_vs_brake"),
-                                                             runs, logs),
-  }
-  paths["summary"] = write_summary_json(os.path.join(workdir, "summary.json"), runs, logs, onset,
-                                        extra)
-  return paths
+def _parse_cell(cell: str) -> Any:
+  """A run-key cell as int, else float, else the string."""
+  for kind in (int, float):
+    try:
+      return kind(cell)
+    except ValueError:
+      pass
+  return cell
+
+
+def read_metrics_csv(path: str, scalars: Sequence[str] = ()) -> tuple[list[dict],
+                                                                      dict[str, np.ndarray]]:
+  """Reads a `write_metrics_csv` table back into `(runs, logs)` (float64 values).
+
+  Columns before "step" are run keys (cells parsed as int, else float, else string); "layer"
+  follows "step". Columns named in `scalars` become per-step scalars `[R, K]` (their first layer's
+  value); every other column a per-layer metric `[R, K, L]` (a per-step scalar not named is then
+  repeated over layers, which every layer reduction leaves unchanged).
+
+  Raises ValueError naming `path` for a table that is not of that shape.
+  """
+  with open(path, newline="", encoding="utf-8") as f:
+    reader = csv.reader(f)
+    header = next(reader, None)
+    cells = list(reader)
+  if not header or "step" not in header or header[header.index("step") + 1:][:1] != ["layer"]:
+    raise ValueError(f"{path}: not a metrics table (needs 'step' then 'layer' columns)")
+  n_keys = header.index("step")
+  names = header[n_keys + 2:]
+  if not cells or not names or any(len(row) != len(header) for row in cells):
+    raise ValueError(f"{path}: empty or ragged metrics table")
+  run_ids = list(dict.fromkeys(tuple(row[:n_keys]) for row in cells))
+  steps = list(dict.fromkeys(row[n_keys] for row in cells))
+  n_layers = len(cells) // max(len(run_ids) * len(steps), 1)
+  try:
+    table = np.asarray([row[n_keys:] for row in cells], dtype=str).astype(np.float64)
+    table = table.reshape(len(run_ids), len(steps), n_layers, len(names) + 2)
+  except ValueError as err:
+    raise ValueError(f"{path}: malformed metrics table ({err})") from None
+  if (np.any(table[..., 0] != table[:1, :, :1, 0])
+      or np.any(table[..., 1] != np.arange(n_layers))):
+    raise ValueError(f"{path}: rows are not run x step x layer with the same steps for every run")
+  runs = [dict(zip(header[:n_keys], map(_parse_cell, run_id))) for run_id in run_ids]
+  logs = {"step": table[:, :, 0, 0].astype(np.int64)}
+  for index, name in enumerate(names):
+    values = table[..., index + 2]
+    logs[name] = values[:, :, 0] if name in scalars else values
+  return runs, logs

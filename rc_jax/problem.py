@@ -24,8 +24,9 @@ class Problem(NamedTuple):
 
   init_params(key) -> params
   loss(params, brake, key) -> scalar training loss on a fresh batch drawn from `key`
-  probe(params, brake) -> (ModelOutput with routings and hidden, probe_loss, probe_accuracy) on the
-    fixed probe batch (the same for every run of a sweep).
+  probe(params, brake, shuffled=False) -> (ModelOutput with routings, priors, hidden and routed,
+    probe_loss, probe_accuracy) on the fixed probe batch (the same for every run of a sweep); with
+    `shuffled=True` (static) on the shuffled-input null of that batch (`shuffle_probe`).
   """
 
   init_params: Callable[[jax.Array], Any]
@@ -39,6 +40,17 @@ def _masked_cross_entropy(logits, labels, weights):
   correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
   total = jnp.maximum(jnp.sum(weights), 1.0)
   return jnp.sum(losses * weights) / total, jnp.sum(correct * weights) / total
+
+
+def shuffle_probe(inputs_BxT: jax.Array, key: jax.Array) -> jax.Array:
+  """The token-shuffled null input: each sequence's tokens after BOS in a random order.
+
+  Keeps the tokens (their frequencies) and BOS at position 0, destroys the order and with it every
+  structure the task has; `inputs[:, 0]` stays BOS.
+  """
+  keys = jax.random.split(key, inputs_BxT.shape[0])
+  shuffle = lambda row, k: jnp.concatenate([row[:1], jax.random.permutation(k, row[1:])])
+  return jax.vmap(shuffle)(inputs_BxT, keys)
 
 
 def _sequence_sampler(task_cfg, batch_size: int):
@@ -57,6 +69,8 @@ def _sequence_problem(config) -> Problem:
   sample, vocab_size = _sequence_sampler(task_cfg, task_cfg.batch_size)
   probe_sample, _ = _sequence_sampler(task_cfg, task_cfg.probe_batch_size)
   probe_batch = probe_sample(jax.random.fold_in(jax.random.key(task_cfg.seed), 1))
+  shuffled_inputs = shuffle_probe(probe_batch.inputs,
+                                  jax.random.fold_in(jax.random.key(task_cfg.seed), 2))
   model = build_model(config, vocab_size)
   dummy = probe_batch.inputs[:1]
 
@@ -68,8 +82,9 @@ def _sequence_problem(config) -> Problem:
     out = model.apply(params, batch.inputs, brake)
     return _masked_cross_entropy(out.logits, batch.targets, batch.loss_mask)[0]
 
-  def probe(params, brake):
-    out = model.apply(params, probe_batch.inputs, brake, with_routing=True)
+  def probe(params, brake, shuffled: bool = False):
+    inputs = shuffled_inputs if shuffled else probe_batch.inputs
+    out = model.apply(params, inputs, brake, with_routing=True)
     probe_loss, accuracy = _masked_cross_entropy(out.logits, probe_batch.targets,
                                                  probe_batch.loss_mask)
     return out, probe_loss, accuracy
@@ -86,6 +101,9 @@ def _graph_problem(config) -> Problem:
   model = build_model(config, task_cfg.n_classes)
   train_weights = graph.train_mask.astype(jnp.float32)
   test_weights = graph.test_mask.astype(jnp.float32)
+  # shuffled-input null: node features permuted across nodes (the graph and labels kept)
+  shuffled_features = jax.random.permutation(
+      jax.random.fold_in(jax.random.key(task_cfg.seed), 2), graph.features)
 
   def init_params(key):
     return model.init(key, graph.features, graph.hops, jnp.float32(0.0))
@@ -95,8 +113,9 @@ def _graph_problem(config) -> Problem:
     out = model.apply(params, graph.features, graph.hops, brake)
     return _masked_cross_entropy(out.logits, graph.labels, train_weights)[0]
 
-  def probe(params, brake):
-    out = model.apply(params, graph.features, graph.hops, brake, with_routing=True)
+  def probe(params, brake, shuffled: bool = False):
+    features = shuffled_features if shuffled else graph.features
+    out = model.apply(params, features, graph.hops, brake, with_routing=True)
     probe_loss, accuracy = _masked_cross_entropy(out.logits, graph.labels, test_weights)
     return out, probe_loss, accuracy
 

@@ -14,28 +14,56 @@ decides how runs execute — the numbers are the same in every mode:
   sequential  `lax.map` one run at a time, still one compiled program.
 
 Training proceeds in chunks of `train.chunk_steps`: a Python loop over one jitted chunk function,
-an Orbax checkpoint (run-batched state, logs so far, JSON metadata) after each chunk, and resumption
-from the latest complete checkpoint when rerun with the same workdir and config.
+a verified Orbax checkpoint (run-batched state, logs so far, JSON metadata, digests of all three:
+`rc_jax.checkpoints`) after each chunk, and resumption from the newest intact checkpoint when rerun
+with the same workdir and config. A rerun of a finished sweep recomputes and rewrites nothing
+(unless `overwrite_outputs`); stale temporary output files of a killed run are removed.
+
+Equivalence of the modes: they run the same arithmetic in a different batching, which XLA may fuse
+and round differently, so they agree to float32 rounding, not bit for bit: on CPU, 4 tiny runs on
+one device differ by ~1e-7 relative in the loss from step 0 on (the largest relative difference
+of any logged metric after 40 steps: 2e-4, in a near-zero correlation), and chaotic training
+amplifies this over thousands of steps (~1e-3 in final losses after 2400 steps). The same holds
+for one run in grids of different sizes (the runs a device holds change its batch). The mode of
+each chunk is recorded (`summary.json` "execution_per_chunk") and resuming under another mode
+says so. With the same mode, device count and grid, results are bit-for-bit reproducible on CPU,
+in one process or several.
+
+Several processes (`rc_jax.distributed`): the run axis is sharded over every process's devices;
+host arrays enter with `make_array_from_callback` and logs leave all-gathered to every process;
+every process takes part in checkpointing; only process 0 writes the config, tables and figures.
+
+Diverged runs (rc_jax/train.py) are frozen in-step; the outputs give each run a `status` ("ok" or
+"diverged") and `diverged_step`, and its later metrics are NaN, so no aggregate reads them.
+
+Progress goes to the "rc_jax" logger (`rc_jax.progress`: the program's size before compiling, one
+line per chunk with an ETA from the steady chunks, a per-grid-point digest); with
+`config.output.tensorboard`, process 0 appends per-run TensorBoard curves to `workdir/tensorboard`
+after every chunk (`rc_jax.tensorboard`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import functools
+import glob
 import hashlib
 import json
 import os
+import re
+import tempfile
 import time
 from typing import Any, Callable, NamedTuple
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
-from rc_jax import compile_cache, config_lib, memory_plan, outputs
+from rc_jax import (artifacts, checkpoints, compile_cache, config_lib, distributed, grid_limits,
+                    memory_plan, outputs, progress, tensorboard)
 from rc_jax.train import Trainer, make_train
+
+WorkdirError = checkpoints.WorkdirError
 
 
 class SweepResult(NamedTuple):
@@ -43,13 +71,20 @@ class SweepResult(NamedTuple):
   logs: dict[str, np.ndarray]   # [R, K] or [R, K, L], host arrays, padding removed
   state: Any                    # final run-batched TrainState, [n_devices, runs_per_device, ...]
   paths: dict[str, str]         # output files written
-  timings: dict[str, float]     # compile_init_s; compile_chunk_s (first chunk run by this call,
-                                # compilation included); train_s (the other chunks); total_s
+  timings: dict[str, float]     # compile_init_s; compile_chunk_s (first chunk of each call that
+                                # ran chunks, compilation included); train_s (the other chunks);
+                                # total_s; summed over the calls that built the sweep (resumes)
+  already_complete: bool = False  # a rerun of a finished sweep: nothing computed or rewritten
 
 
-def config_fingerprint(config) -> str:
-  """Hash of everything that determines the numbers (execution strategy excluded)."""
-  relevant = {k: v for k, v in config.to_dict().items() if k not in ("execution", "checkpoint")}
+# config sections that never change the numbers
+FREE_SECTIONS = ("execution", "checkpoint", "output")
+
+
+def config_fingerprint(config, exclude: tuple[str, ...] = ()) -> str:
+  """Hash of everything that determines the numbers (`FREE_SECTIONS` and `exclude` left out)."""
+  exclude = FREE_SECTIONS + tuple(exclude)
+  relevant = {k: v for k, v in config.to_dict().items() if k not in exclude}
   return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -77,17 +112,22 @@ class CompiledSweep(NamedTuple):
   init: Callable    # (key_data [n_dev, per_dev, 2], hparams) -> (state, logs)
   chunk: Callable   # (state, hparams) -> (state, logs [n_dev, per_dev, blocks, ...])
   sharding: jax.sharding.NamedSharding
+  execution: str    # how the chunk executes runs: "vmap", "map(chunk=G)" or "sequential"
 
 
 _COMPILED: dict[tuple, tuple[Trainer, CompiledSweep]] = {}
 
 
 def compiled_for(config, devices=None) -> tuple[Trainer, CompiledSweep]:
-  """`(trainer, compile_sweep(trainer, ...))`, cached per (config, execution, devices) in this process,
-  so a resumed or repeated sweep reuses the compiled programs."""
+  """`(trainer, compile_sweep(trainer, ...))`, cached per (config but its grid, execution, devices,
+  runs per device under "auto") in this process, so a resumed, repeated or same-sized sweep reuses
+  the compiled programs."""
   devices = tuple(jax.devices() if devices is None else devices)
-  cache_key = (config_fingerprint(config), json.dumps(config.execution.to_dict(), sort_keys=True),
-               tuple(d.id for d in devices))
+  planned_for = (_layout(len(config_lib.run_grid(config)), len(devices))[0]
+                 if config.execution.mode == "auto" else None)  # auto's plan depends on the count
+  cache_key = (config_fingerprint(config, exclude=("sweep",)),
+               json.dumps(config.execution.to_dict(), sort_keys=True), tuple(d.id for d in devices),
+               planned_for)
   if cache_key not in _COMPILED:
     trainer = make_train(config)
     _COMPILED[cache_key] = (trainer, compile_sweep(trainer, config, devices))
@@ -130,7 +170,8 @@ def program_builders(trainer: Trainer, devices) -> SweepPrograms:
                    compiler_options=init_options)
     chunk = jax.jit(jax.vmap(_execute(trainer.chunk, mode, group)), out_shardings=sharding,
                     donate_argnums=(0,), compiler_options=options)
-    return CompiledSweep(init=init, chunk=chunk, sharding=sharding)
+    label = f"map(chunk={group})" if mode == "map" else mode
+    return CompiledSweep(init=init, chunk=chunk, sharding=sharding, execution=label)
 
   def init_args(runs_per_device: int):
     shaped = lambda shape, dtype: jax.ShapeDtypeStruct((len(devices), runs_per_device) + shape,
@@ -183,136 +224,266 @@ def _key_data(runs: list[dict]) -> np.ndarray:
 
 
 def _unlayout(tree, n_runs: int):
-  """`[n_dev, per_dev, ...]` device arrays -> host `[R, ...]` with the padding dropped."""
+  """`[n_dev, per_dev, ...]` global arrays -> host `[R, ...]` with the padding dropped (gathered
+  from every process)."""
   def one(x):
-    x = np.asarray(x)
     return x.reshape((-1,) + x.shape[2:])[:n_runs]
-  return jax.tree.map(one, tree)
+  return jax.tree.map(one, distributed.to_host(tree))
 
 
-def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=config.checkpoint.max_to_keep, create=True)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                               options=options)
+def check_workdir(workdir: str) -> str:
+  """The absolute workdir, or WorkdirError if it is empty, not a directory or not writable.
+
+  Writes nothing (the nearest existing ancestor of a new workdir must be a writable directory).
+  """
+  if workdir is None or not str(workdir).strip():
+    raise WorkdirError("the workdir is empty: give a directory (--workdir=DIR)")
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise WorkdirError(f"workdir {path} exists and is not a directory")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise WorkdirError(f"workdir {path} cannot be created: {existing} is not a directory")
+  for directory in (existing, os.path.join(path, "checkpoints"), os.path.join(path, "figures")):
+    if os.path.isdir(directory) and not os.access(directory, os.W_OK | os.X_OK):
+      raise WorkdirError(f"workdir {path} is not writable ({directory} is read-only)")
+  try:  # what access() cannot see (root on some file systems): create and remove a directory
+    os.rmdir(tempfile.mkdtemp(prefix=".rc_jax_probe_", dir=existing))
+  except OSError as err:
+    raise WorkdirError(f"workdir {path} is not writable ({existing}: {err.strerror})") from err
+  return path
 
 
-class WorkdirError(ValueError):
-  """A workdir that cannot be resumed: checkpoints of another config or layout, or unreadable."""
+_TMP_NAME = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")  # outputs.atomic_open's temporaries
 
 
-def _unreadable(manager: ocp.CheckpointManager, step: int, err: Exception) -> WorkdirError:
-  reason = (str(err).strip().splitlines() or [""])[0][:200]
-  return WorkdirError(
-      f"checkpoint {os.path.join(str(manager.directory), str(step))} is unreadable "
-      f"({type(err).__name__}: {reason}); delete that directory to resume from an earlier "
-      f"checkpoint, or use a fresh --workdir")
-
-
-def _check_resumable(manager: ocp.CheckpointManager, step: int, fingerprint: str,
-                     n_devices: int) -> None:
+def _pid_alive(pid: int) -> bool:
   try:
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-    saved_fingerprint, saved_devices = meta["fingerprint"], meta["devices"]
-  except Exception as err:  # pylint: disable=broad-except  (any corruption is reported alike)
-    raise _unreadable(manager, step, err) from err
-  if saved_fingerprint != fingerprint:
-    raise WorkdirError(
-        f"{manager.directory} holds checkpoints of a different config (fingerprint "
-        f"{saved_fingerprint} != {fingerprint}); use a fresh --workdir")
-  if saved_devices != n_devices:
-    raise WorkdirError(
-        f"{manager.directory} was written sharded over {saved_devices} devices, this process has "
-        f"{n_devices}; resume with the same device count or use a fresh --workdir")
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except OSError:  # exists, owned by someone else
+    return True
+  return True
 
 
-def _restore(manager: ocp.CheckpointManager, step: int, abstract_state):
+def remove_stale_tmp(workdir: str) -> list[str]:
+  """Deletes temporary output files left in `workdir` (and figures/) by killed processes."""
+  removed = []
+  for path in glob.glob(os.path.join(workdir, ".*.tmp")) + glob.glob(
+      os.path.join(workdir, "figures", ".*.tmp")):
+    match = _TMP_NAME.match(os.path.basename(path))
+    if match and (int(match.group(1)) == os.getpid() or not _pid_alive(int(match.group(1)))):
+      os.remove(path)
+      removed.append(path)
+  if removed:
+    progress.LOGGER.info("removed %d stale temporary file(s) from %s", len(removed), workdir)
+  return removed
+
+
+def _existing_outputs(workdir: str, fingerprint: str, n_logged: int) -> dict[str, str] | None:
+  """`{name: path}` of a finished sweep's outputs in `workdir` (summary.json, written last, of
+  this config and complete), else None."""
+  summary_path = os.path.join(workdir, "summary.json")
   try:
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        logs=ocp.args.StandardRestore(),
-        meta=ocp.args.JsonRestore()))
-  except Exception as err:  # pylint: disable=broad-except
-    raise _unreadable(manager, step, err) from err
-  logs = {name: np.asarray(value) for name, value in restored.logs.items()}
-  return restored.state, logs, restored.meta["chunks_done"]
+    with open(summary_path, encoding="utf-8") as f:
+      summary = json.load(f)
+  except (OSError, ValueError):
+    return None
+  if summary.get("fingerprint") != fingerprint or summary.get("n_steps_logged") != n_logged:
+    return None
+  paths = artifacts.output_paths(workdir)
+  return paths if all(os.path.isfile(p) for p in paths.values()) else None
+
+
+def _check_meta(fingerprint: str, n_devices: int, directory: str) -> Callable[[dict], None]:
+  def check(meta: dict) -> None:
+    if meta.get("fingerprint") != fingerprint:
+      raise WorkdirError(
+          f"{directory} holds checkpoints of a different config (fingerprint "
+          f"{meta.get('fingerprint')} != {fingerprint}); use a fresh --workdir")
+    if meta.get("devices") != n_devices:
+      raise WorkdirError(
+          f"{directory} was written sharded over {meta.get('devices')} devices, this sweep has "
+          f"{n_devices}; resume with the same device count or use a fresh --workdir")
+  return check
+
+
+def _warn_if_other_execution(workdir: str, done: list[str], label: str) -> None:
+  others = sorted(set(done) - {label})
+  if others:
+    progress.LOGGER.warning(
+        "resuming %s under execution %s; its first %d chunks ran under %s: execution modes agree "
+        "to float32 rounding, not bit for bit, so these numbers mix both (execution_per_chunk in "
+        "summary.json)", workdir, label, len(done), " and ".join(others))
+
+
+_SHAPES: dict[int, tuple] = {}
+
+
+def _one_run_shapes(trainer: Trainer) -> tuple:
+  """`(state, logs)` shapes of one run after `trainer.init` (traced once per trainer)."""
+  if id(trainer) not in _SHAPES:
+    hparams = {"brake": jnp.float32(0.0), "learning_rate": jnp.float32(1e-3)}
+    _SHAPES[id(trainer)] = jax.eval_shape(trainer.init, jax.random.key(0), hparams)
+  return _SHAPES[id(trainer)]
+
+
+def _onset(config) -> dict:
+  return {"metric": config.metrics.onset_metric, "threshold": config.metrics.onset_threshold,
+          "layer_reduce": config.metrics.onset_layer_reduce}
 
 
 def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
-              devices=None) -> SweepResult:
+              devices=None, overwrite_outputs: bool = False, verbose: bool = True) -> SweepResult:
   """Trains every run of `config`'s grid, writing checkpoints and outputs under `workdir`.
 
+  Bad input (config, workdir, data, a grid too large: ValueError / WorkdirError) is refused before
+  anything is written.
+
   Args:
-    config: a validated sweep config (`config_lib.validate`).
-    workdir: output directory; resumes from `workdir/checkpoints` if it holds a checkpoint of the
-      same config (else `WorkdirError`, also for an unreadable checkpoint).
+    config: a sweep config (validated here).
+    workdir: output directory; resumes from the newest intact checkpoint in
+      `workdir/checkpoints` of the same config (else `WorkdirError`).
     stop_after_chunks: stop (after checkpointing) once this many chunks are done in total; outputs
       are then not written. For pausing long sweeps, and for tests of resumption.
-    devices: devices to shard the run axis over (default: all).
+    devices: devices to shard the run axis over (default: all, of every process).
+    overwrite_outputs: rewrite the tables and figures of an already finished sweep.
+    verbose: log progress to the "rc_jax" logger (`rc_jax.progress`).
 
   Returns:
-    SweepResult (logs and paths empty when stopped early).
+    SweepResult (logs and paths empty when stopped early). Its runs carry "status" ("ok" or
+    "diverged") and "diverged_step" (None when ok).
   """
   config_lib.validate(config)
   t_start = time.perf_counter()
   compile_cache.enable()
+  reporter = progress.Reporter(verbose)
   runs = config_lib.run_grid(config)
-  trainer, compiled = compiled_for(config, devices)  # may refuse a grid that does not fit
   fingerprint = config_fingerprint(config)
-  manager = _checkpoint_manager(workdir, config)
-  latest = manager.latest_step()
-  if latest is not None:
-    _check_resumable(manager, latest, fingerprint, len(jax.devices() if devices is None else devices))
-  with outputs.atomic_open(os.path.join(workdir, "config.json")) as f:
-    json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
-
+  workdir = check_workdir(workdir)
+  if config.output.tensorboard:
+    tensorboard.check_available()  # before anything is written
+  # reads the task's data, plans memory ("auto"): may raise ValueError, MemoryBudgetError
+  trainer, compiled = compiled_for(config, devices)
   n_devices = compiled.sharding.mesh.size
   per_device, _ = _layout(len(runs), n_devices)
-  shard = lambda x: jax.device_put(_pad_and_shape(x, n_devices, per_device), compiled.sharding)
+  one_state, one_logs = _one_run_shapes(trainer)
+  grid_limits.check_grid(len(runs), n_devices, one_state, one_logs, len(trainer.logged_steps),
+                         max_to_keep=config.checkpoint.max_to_keep, workdir=workdir)
+
+  if distributed.is_main():
+    os.makedirs(workdir, exist_ok=True)
+    remove_stale_tmp(workdir)
+  distributed.sync("rc_jax_workdir")
+  store = checkpoints.VerifiedCheckpoints(os.path.join(workdir, "checkpoints"),
+                                          max_to_keep=config.checkpoint.max_to_keep)
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct((n_devices, per_device) + x.shape, x.dtype,
+                                     sharding=compiled.sharding), one_state)
+  try:
+    restored = store.restore_latest(abstract, _check_meta(fingerprint, n_devices, store.directory))
+  except BaseException:
+    store.close()
+    raise
+  if distributed.is_main():
+    try:
+      with outputs.atomic_open(os.path.join(workdir, "config.json")) as f:
+        json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
+    except OSError as err:
+      raise WorkdirError(f"cannot write {workdir}/config.json ({err})") from err
+
+  reporter.info("sweep of %d runs into %s", len(runs), workdir)
+  reporter.devices(compiled.sharding.mesh.devices.flat, distributed.process_index(),
+                   distributed.process_count())
+  shard = lambda x: distributed.global_array(_pad_and_shape(x, n_devices, per_device),
+                                             compiled.sharding)
   hparams = jax.tree.map(shard, _hparams(runs))
-  key_data = shard(_key_data(runs))
   timings = {"compile_init_s": 0.0, "compile_chunk_s": 0.0, "train_s": 0.0}
-
-  if latest is None:
-    t0 = time.perf_counter()
-    state, first = compiled.init(key_data, hparams)
-    history = {name: value[:, None] for name, value in _unlayout(first, len(runs)).items()}
-    timings["compile_init_s"] = time.perf_counter() - t0
-    chunks_done = 0
-  else:
-    abstract = jax.eval_shape(compiled.init, key_data, hparams)[0]
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=compiled.sharding), abstract)
-    state, history, chunks_done = _restore(manager, latest, abstract)
-    logging.info("resumed %s from chunk %d/%d", workdir, chunks_done, trainer.n_chunks)
-
+  label = compiled.execution
+  onset = _onset(config)
   last_chunk = trainer.n_chunks if stop_after_chunks is None else min(stop_after_chunks,
                                                                       trainer.n_chunks)
-  for chunk_index in range(chunks_done, last_chunk):
+  if restored is None or restored.meta["chunks_done"] < last_chunk:
+    reporter.compiling(compiled.chunk, n_runs=len(runs), n_devices=n_devices,
+                       per_device=per_device, steps=config.train.steps,
+                       chunk_steps=config.train.chunk_steps, execution=label)
+  if restored is None:
     t0 = time.perf_counter()
-    state, chunk_logs = compiled.chunk(state, hparams)
-    chunk_logs = _unlayout(chunk_logs, len(runs))
-    elapsed = time.perf_counter() - t0
-    timings["compile_chunk_s" if chunk_index == chunks_done else "train_s"] += elapsed
-    history = {name: np.concatenate([history[name], chunk_logs[name]], axis=1) for name in history}
-    manager.save(chunk_index + 1, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), logs=ocp.args.StandardSave(history),
-        meta=ocp.args.JsonSave({"fingerprint": fingerprint, "chunks_done": chunk_index + 1,
-                                "devices": n_devices})))
-    logging.info("step %d/%d | %d runs | %.0f run-steps/s | ETA %.0fs",
-                 (chunk_index + 1) * config.train.chunk_steps, config.train.steps, len(runs),
-                 len(runs) * config.train.chunk_steps / elapsed,
-                 (trainer.n_chunks - chunk_index - 1) * elapsed)
-  manager.wait_until_finished()
-  manager.close()
+    state, first = compiled.init(shard(_key_data(runs)), hparams)
+    history = {name: value[:, None] for name, value in _unlayout(first, len(runs)).items()}
+    timings["compile_init_s"] = time.perf_counter() - t0
+    reporter.initialised(len(runs), timings["compile_init_s"])
+    chunks_done, execution = 0, []
+  else:
+    state, history = restored.state, restored.logs
+    chunks_done, execution = restored.meta["chunks_done"], list(restored.meta["execution"])
+    timings.update(restored.meta["timings"])
+    if chunks_done < trainer.n_chunks:
+      reporter.info("resuming %s from chunk %d/%d", workdir, chunks_done, trainer.n_chunks)
+    else:
+      reporter.info("restored %d finished runs from %s", len(runs), workdir)
+    _warn_if_other_execution(workdir, execution, label)
+
+  first_chunk, earlier_total_s = chunks_done, timings.get("total_s", 0.0)
+  writer = None
+  try:
+    if config.output.tensorboard and distributed.is_main() and chunks_done < last_chunk:
+      # a resumed writer starts after the restored logs' last step (step 0 is logged at init)
+      writer = tensorboard.SweepWriter(
+          os.path.join(workdir, "tensorboard"), runs,
+          first_step=chunks_done * config.train.chunk_steps + int(chunks_done > 0))
+      if chunks_done == 0:
+        writer.write(history, onset)
+    for chunk_index in range(chunks_done, last_chunk):
+      t0 = time.perf_counter()
+      state, chunk_logs = compiled.chunk(state, hparams)
+      chunk_logs = _unlayout(chunk_logs, len(runs))
+      elapsed = time.perf_counter() - t0
+      timings["compile_chunk_s" if chunk_index == first_chunk else "train_s"] += elapsed
+      timings["total_s"] = earlier_total_s + time.perf_counter() - t_start
+      history = {name: np.concatenate([history[name], chunk_logs[name]], axis=1)
+                 for name in history}
+      execution.append(label)
+      store.save(chunk_index + 1, state, history, {
+          "fingerprint": fingerprint, "chunks_done": chunk_index + 1, "devices": n_devices,
+          "execution": execution, "timings": timings})
+      if writer:
+        writer.write(chunk_logs, onset)
+      reporter.chunk(compiled.chunk, index=chunk_index, n_chunks=trainer.n_chunks,
+                     chunk_steps=config.train.chunk_steps, elapsed=elapsed, n_runs=len(runs),
+                     runs=runs, logs=chunk_logs, onset=onset)
+  finally:
+    if writer:
+      writer.close()
+    store.close()
 
   if history["step"].shape[1] < len(trainer.logged_steps):  # stopped early: no outputs yet
     return SweepResult(runs, {}, state, {}, timings)
-  timings["total_s"] = time.perf_counter() - t_start
-  onset = {"metric": config.metrics.onset_metric, "threshold": config.metrics.onset_threshold,
-           "layer_reduce": config.metrics.onset_layer_reduce}
-  extra = {"timings": timings, "devices": n_devices, "execution": config.execution.to_dict(),
-           "fingerprint": fingerprint}
-  paths = outputs.write_all(workdir, runs, history, onset, extra)
+  diverged_at = _unlayout(state.diverged_at, len(runs))
+  runs = [dict(run, status="diverged" if d >= 0 else "ok", diverged_step=int(d) if d >= 0 else None)
+          for run, d in zip(runs, diverged_at.tolist())]
+  existing = _existing_outputs(workdir, fingerprint, len(trainer.logged_steps))
+  if first_chunk == trainer.n_chunks and existing and not overwrite_outputs:
+    progress.LOGGER.warning("%s holds a finished sweep of this config: nothing recomputed or rewritten "
+                    "(--overwrite_outputs rewrites the tables and figures)", workdir)
+    return SweepResult(runs, history, state, existing, timings, already_complete=True)
+  timings["total_s"] = earlier_total_s + time.perf_counter() - t_start
+  extra = {"timings": timings, "devices": n_devices, "processes": distributed.process_count(),
+           "execution": config.execution.to_dict(), "execution_per_chunk": execution,
+           "fingerprint": fingerprint, "router": config.router, "config": config.to_dict()}
+  paths = {}
+  if distributed.is_main():
+    reporter.info("writing tables and figures")
+    try:
+      paths = artifacts.write_all(workdir, runs, history, onset, extra)
+    except OSError as err:
+      raise WorkdirError(f"cannot write the outputs into {workdir} ({err}); the sweep is "
+                         "checkpointed: free space and rerun to write them") from err
+  distributed.sync("outputs_written")  # leave together (JAX's shutdown barrier waits only 300 s)
+  reporter.info("done: %d runs in %.1fs; outputs in %s", len(runs), timings["total_s"], workdir)
   return SweepResult(runs, history, state, paths, timings)
 
 

@@ -13,6 +13,22 @@ learning rate) runs in one compiled program. The run is nested `lax.scan`s:
 `measure` evaluates the collapse metrics on the fixed probe batch, per layer, as jitted reductions:
 only `[n_layers]` scalars per metric leave the scan. `init` and `chunk` are also exposed so the sweep
 can run chunk by chunk and checkpoint in between; chaining them gives exactly `train`.
+
+Divergence is detected and isolated inside the step (so one run of a vmapped sweep cannot disturb
+the others, and no `lax.cond` runs both branches under vmap): a run DIVERGES at step s when
+
+  - its training loss at step s is not finite, or
+  - its loss at step s exceeds its initial loss (the loss logged at step 0) by more than
+    `train.divergence_nats` nats (a finite blow-up: the model puts on average less than
+    exp(-divergence_nats) of its initial probability on the right tokens; default 10 nats, i.e.
+    a factor exp(-10) = 4.5e-5; `inf` switches this test off), or
+  - the update of step s makes a parameter non-finite (that update is not applied).
+
+From then on the run is frozen: `jnp.where` keeps its parameters and optimiser state, the step
+counter (shared by all runs' logs) still advances, `TrainState.diverged_at` holds s (-1 while
+healthy), and every float log from the first logged step after s on is NaN (the sweep reports
+those cells as empty). A run whose loss or parameters are non-finite at initialisation diverges
+at step 0.
 """
 
 from __future__ import annotations
@@ -34,19 +50,23 @@ Logs = dict[str, jax.Array]
 @flax.struct.dataclass
 class TrainState:
   """step: int32 `[]`; params; opt_state (lr inside, via `optax.inject_hyperparams`); key_data:
-  raw uint32 data of the batch-sampling key (raw so checkpoints can store it)."""
+  raw uint32 data of the batch-sampling key (raw so checkpoints can store it); diverged_at: int32
+  `[]`, the step at which the run diverged, -1 while healthy; initial_loss: float32 `[]`, the
+  loss logged at step 0 (the reference of the blow-up test)."""
 
   step: jax.Array
   params: Any
   opt_state: Any
   key_data: jax.Array
+  diverged_at: jax.Array
+  initial_loss: jax.Array
 
 
 class Trainer(NamedTuple):
   init: Callable[[jax.Array, dict], tuple[TrainState, Logs]]
   chunk: Callable[[TrainState, dict], tuple[TrainState, Logs]]
   train: Callable[[jax.Array, dict], tuple[TrainState, Logs]]
-  measure: Callable[[Any, dict], Logs]
+  measure: Callable[..., Logs]   # (params, hparams, shuffled=False) -> per-layer metrics
   n_chunks: int
   logged_steps: tuple[int, ...]
 
@@ -54,6 +74,17 @@ class Trainer(NamedTuple):
 def _adamw_clipped(learning_rate, b1, b2, weight_decay, grad_clip):
   return optax.chain(optax.clip_by_global_norm(grad_clip),
                      optax.adamw(learning_rate, b1=b1, b2=b2, weight_decay=weight_decay))
+
+
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _blank_if(diverged: jax.Array, logs: Logs) -> Logs:
+  """Float logs as NaN where `diverged` (so no aggregate, onset or figure reads them)."""
+  return {name: jnp.where(diverged, jnp.nan, value)
+          if jnp.issubdtype(value.dtype, jnp.floating) else value
+          for name, value in logs.items()}
 
 
 def _with_learning_rate(opt_state, learning_rate):
@@ -75,11 +106,15 @@ def make_train(config) -> Trainer:
       return peak
     return peak * jnp.minimum(1.0, (step + 1) / train_cfg.warmup_steps)
 
-  def measure(params, hparams) -> Logs:
-    out, probe_loss, probe_accuracy = problem.probe(params, hparams["brake"])
-    per_layer = [metrics.collapse_metrics(r, h, eps=metrics_cfg.sink_eps,
+  def measure(params, hparams, shuffled: bool = False) -> Logs:
+    """Collapse metrics per routed layer on the probe batch (`shuffled`: on its shuffled null),
+    each read against the router's content-free prior, plus the probe's loss and accuracy."""
+    out, probe_loss, probe_accuracy = problem.probe(params, hparams["brake"], shuffled)
+    per_layer = [metrics.collapse_metrics(routing, hidden, prior=prior, routed=routed,
+                                          eps=metrics_cfg.sink_eps,
                                           hub_factor=metrics_cfg.hub_factor)
-                 for r, h in zip(out.routings, out.hidden)]
+                 for routing, prior, hidden, routed in zip(out.routings, out.priors, out.hidden,
+                                                           out.routed)]
     logs = {name: jnp.stack([m[name] for m in per_layer]) for name in per_layer[0]}
     logs["probe_loss"] = probe_loss
     logs["probe_accuracy"] = probe_accuracy
@@ -91,14 +126,21 @@ def make_train(config) -> Trainer:
     opt_state = _with_learning_rate(state.opt_state,
                                     learning_rate_at(state.step, hparams["learning_rate"]))
     updates, opt_state = tx.update(grads, opt_state, state.params)
-    return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                         opt_state=opt_state, key_data=jax.random.key_data(key)), loss
+    params = optax.apply_updates(state.params, updates)
+    loss_ok = jnp.isfinite(loss) & ~(loss > state.initial_loss + train_cfg.divergence_nats)
+    healthy = (state.diverged_at < 0) & loss_ok & _all_finite(params)
+    keep = lambda new, old: jnp.where(healthy, new, old)  # frozen: no update, ever again
+    diverged_at = jnp.where((state.diverged_at < 0) & ~healthy, state.step, state.diverged_at)
+    return state.replace(step=state.step + 1, params=jax.tree.map(keep, params, state.params),
+                         opt_state=jax.tree.map(keep, opt_state, state.opt_state),
+                         key_data=jax.random.key_data(key), diverged_at=diverged_at), loss
 
   def block(state: TrainState, hparams):
     state, losses = jax.lax.scan(lambda s, _: train_step(s, hparams), state, None,
                                  length=train_cfg.log_every)
     logs = measure(state.params, hparams)
     logs["loss"] = jnp.mean(losses)
+    logs = _blank_if(state.diverged_at >= 0, logs)
     logs["step"] = state.step
     return state, logs
 
@@ -106,10 +148,14 @@ def make_train(config) -> Trainer:
     params_key, data_key = jax.random.split(key)
     params = problem.init_params(params_key)
     opt_state = _with_learning_rate(tx.init(params), hparams["learning_rate"])
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
-                       key_data=jax.random.key_data(data_key))
     logs = measure(params, hparams)
     logs["loss"] = problem.loss(params, hparams["brake"], jax.random.fold_in(data_key, 0))
+    diverged = ~jnp.isfinite(logs["loss"]) | ~_all_finite(params)
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
+                       key_data=jax.random.key_data(data_key),
+                       diverged_at=jnp.where(diverged, 0, -1).astype(jnp.int32),
+                       initial_loss=logs["loss"].astype(jnp.float32))
+    logs = _blank_if(diverged, logs)
     logs["step"] = state.step
     return state, logs
 

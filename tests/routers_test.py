@@ -18,12 +18,13 @@ def _brake_kwargs(brake):
   return {} if brake is None else {"brake": brake}
 
 
-def _attention_case(score="dot", causal=True):
+def _attention_case(score="dot", causal=True, **options):
   q, k, v = jax.random.normal(jax.random.key(0), (3, B, H, T, D))
   k = k * jnp.linspace(0.5, 2.0, T)[:, None]  # stratified key norms
 
   def call(brake, q=q, k=k, v=v):
-    return routers.softmax_attention(q, k, v, **_brake_kwargs(brake), causal=causal, score=score)
+    return routers.softmax_attention(q, k, v, **_brake_kwargs(brake), causal=causal, score=score,
+                                     **options)
 
   return call, (q, k, v), routers.lag_distance(T, T, causal=causal)
 
@@ -36,11 +37,12 @@ def _ring_hops(n):
 def _graph_case(score="dot"):
   q, k, v = jax.random.normal(jax.random.key(1), (3, B, N_NODES, D))
   hops = _ring_hops(N_NODES)
-  gat = tuple(jax.random.normal(jax.random.key(2), (2, D))) if score == "gat" else None
+  a = jax.random.normal(jax.random.key(2), (2, D))
+  vectors = {"gat": dict(gat_vectors=tuple(a)), "gatv2": dict(gatv2_vector=a[0])}.get(score, {})
 
   def call(brake, q=q, k=k, v=v):
     return routers.graph_attention(q, k, v, hops, **_brake_kwargs(brake), max_hops=2, score=score,
-                                   gat_vectors=gat)
+                                   **vectors)
 
   return call, (q, k, v), hops
 
@@ -60,8 +62,11 @@ CASES = {
     "attention_distance": lambda: _attention_case("distance"),
     "attention_cosine": lambda: _attention_case("cosine"),
     "attention_bidirectional": lambda: _attention_case("dot", causal=False),
+    "attention_sigmoid_alibi": lambda: _attention_case(
+        "dot", normalise="sigmoid", slopes=routers.brake.head_slopes("alibi", H)),
     "graph_dot": lambda: _graph_case("dot"),
     "graph_gat": lambda: _graph_case("gat"),
+    "graph_gatv2": lambda: _graph_case("gatv2"),
     "depth": _depth_case,
 }
 NAMED = [dict(testcase_name=name, case=name) for name in CASES]
@@ -250,6 +255,196 @@ class DepthTest(absltest.TestCase):
   def test_feature_mismatch(self):
     with self.assertRaisesRegex(ValueError, "feature dims"):
       routers.depth_attention(jnp.ones((D + 1,)), jnp.ones((N_LAYERS, D)))
+
+
+# --- switches against NumPy reference loops (float64) -------------------------------------------
+
+def _np_softmax(logits):
+  e = np.exp(logits - np.max(logits))
+  return e / np.sum(e)
+
+
+def _np_leaky(x, slope=0.2):
+  return np.where(x >= 0, x, slope * x)
+
+
+def _np_causal_attention(q, k, v, beta, slopes, normalise, content):
+  """Loop over heads h, targets i, sources j <= i: logits, weights, row mass, output."""
+  n_heads, n, d = q.shape
+  weights, mass, out = np.zeros((n_heads, n, n)), np.zeros((n_heads, n)), np.zeros(v.shape)
+  for h in range(n_heads):
+    slope = 1.0 if slopes is None else slopes[h]
+    for i in range(n):
+      logits = np.array([(q[h, i] @ k[h, j] / np.sqrt(d) if content else 0.0)
+                         - beta * slope * (i - j) for j in range(i + 1)])
+      if normalise == "softmax":
+        a = _np_softmax(logits)
+      else:
+        a = 1.0 / (1.0 + np.exp(-(logits - np.log(n))))
+      mass[h, i] = np.sum(a)
+      weights[h, i, :i + 1] = a / np.sum(a)
+      out[h, i] = a @ v[h, :i + 1]
+  return out, weights, mass
+
+
+def _np_graph_attention(q, k, v, hops, beta, radius, logit_fn):
+  """Loop over heads h, nodes i, neighbours j (0 <= hops_ij <= radius): softmax(e - beta hops)."""
+  n_heads, n, _ = q.shape
+  weights, out = np.zeros((n_heads, n, n)), np.zeros(v.shape)
+  for h in range(n_heads):
+    for i in range(n):
+      nbrs = [j for j in range(n) if 0 <= hops[i, j] <= radius]
+      a = _np_softmax(np.array([logit_fn(h, i, j) - beta * hops[i, j] for j in nbrs]))
+      weights[h, i, nbrs] = a
+      out[h, i] = a @ v[h, nbrs]
+  return out, weights
+
+
+SWITCH_HEADS, SWITCH_T = 4, 6
+
+
+def _switch_inputs(seed):
+  q, k, v = np.asarray(jax.random.normal(jax.random.key(seed), (3, SWITCH_HEADS, SWITCH_T, D)),
+                       np.float64)
+  return q, k * np.linspace(0.5, 2.0, SWITCH_T)[:, None], v
+
+
+class AttentionSwitchTest(parameterized.TestCase):
+
+  @parameterized.parameters(
+      dict(normalise="softmax", slopes="alibi", content=True),
+      dict(normalise="sigmoid", slopes="shared", content=True),
+      dict(normalise="sigmoid", slopes="alibi", content=True),
+      dict(normalise="softmax", slopes="alibi", content=False),
+      dict(normalise="sigmoid", slopes="shared", content=False),
+  )
+  def test_matches_numpy_loop(self, normalise, slopes, content):
+    q, k, v = _switch_inputs(12)
+    head_slopes = routers.brake.head_slopes(slopes, SWITCH_HEADS)
+    beta = 0.4
+    out, routing = routers.softmax_attention(
+        jnp.float32(q), jnp.float32(k), jnp.float32(v), brake=beta, normalise=normalise,
+        slopes=head_slopes, content=content)
+    ref_out, ref_weights, ref_mass = _np_causal_attention(q, k, v, beta, head_slopes, normalise,
+                                                          content)
+    np.testing.assert_allclose(routing.weights, ref_weights, atol=1e-5)
+    np.testing.assert_allclose(out, ref_out, atol=1e-5)
+    np.testing.assert_allclose(routing.key_norms, np.linalg.norm(k, axis=-1), rtol=1e-5)
+    if normalise == "softmax":
+      self.assertIsNone(routing.row_mass)
+    else:
+      np.testing.assert_allclose(routing.row_mass, ref_mass, atol=1e-5)
+
+  def test_prior_ignores_content_and_is_uniform_without_brake(self):
+    q, k, v = (jnp.float32(x) for x in _switch_inputs(13))
+    _, a = routers.softmax_attention(q, k, v, brake=0.0, content=False)
+    _, b = routers.softmax_attention(2.0 * k, q, v, brake=0.0, content=False)
+    counts = np.arange(1, SWITCH_T + 1)[:, None]
+    np.testing.assert_allclose(a.weights, np.tril(np.ones((SWITCH_T, SWITCH_T))) / counts
+                               * np.ones((SWITCH_HEADS, 1, 1)), atol=1e-6)
+    np.testing.assert_allclose(a.weights, b.weights)
+
+  def test_sigmoid_rows_carry_their_own_mass(self):
+    # sigmoid(-log S) = 1/(S+1): with no content and no brake every admissible entry is 1/(S+1)
+    x = jnp.zeros((SWITCH_T, D))
+    out, routing = routers.softmax_attention(x, x, jnp.ones((SWITCH_T, 1)), normalise="sigmoid")
+    np.testing.assert_allclose(routing.row_mass, np.arange(1, SWITCH_T + 1) / (SWITCH_T + 1),
+                               rtol=1e-5)
+    np.testing.assert_allclose(out[:, 0], routing.row_mass, rtol=1e-5)
+
+  def test_alibi_slopes(self):
+    np.testing.assert_allclose(routers.brake.alibi_slopes(8), 2.0 ** -np.arange(1, 9))
+    np.testing.assert_allclose(routers.brake.alibi_slopes(4), 2.0 ** -np.array([2, 4, 6, 8]))
+    # not a power of two: the 4-head slopes, then every other slope of 8 heads
+    np.testing.assert_allclose(routers.brake.alibi_slopes(6),
+                               2.0 ** -np.array([2, 4, 6, 8, 1, 3]))
+    np.testing.assert_allclose(routers.brake.alibi_slopes(1), [2.0 ** -8])
+    slopes = routers.brake.head_slopes("alibi", 4)
+    np.testing.assert_allclose(np.mean(slopes), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(slopes / slopes[0], 4.0 ** -np.arange(4), rtol=1e-6)
+    self.assertIsNone(routers.brake.head_slopes("shared", 4))
+    with self.assertRaisesRegex(ValueError, "brake_slopes"):
+      routers.brake.head_slopes("linear", 4)
+    with self.assertRaisesRegex(ValueError, "n_heads"):
+      routers.brake.alibi_slopes(0)
+
+  def test_bad_switches(self):
+    x = jnp.ones((2, T, D))
+    with self.assertRaisesRegex(ValueError, "normalise"):
+      routers.softmax_attention(x, x, x, normalise="relu")
+    with self.assertRaisesRegex(ValueError, "slopes"):
+      routers.softmax_attention(x, x, x, slopes=np.ones(3))
+    with self.assertRaisesRegex(ValueError, "slopes"):
+      routers.softmax_attention(x, x, x, slopes=np.array([1.0, -1.0]))
+    with self.assertRaisesRegex(ValueError, "slopes"):
+      routers.softmax_attention(x[0], x[0], x[0], slopes=np.ones(2))
+
+
+class GraphSwitchTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.hops = np.asarray(_ring_hops(N_NODES))
+    self.q, self.k, self.v = np.asarray(
+        jax.random.normal(jax.random.key(14), (3, 2, N_NODES, D)), np.float64)
+    self.a = np.asarray(jax.random.normal(jax.random.key(15), (3, 2, D)), np.float64)
+
+  def _check(self, score, logit_fn, radius, content=True, beta=0.7, **vectors):
+    out, routing = routers.graph_attention(
+        jnp.float32(self.q), jnp.float32(self.k), jnp.float32(self.v), self.hops, brake=beta,
+        max_hops=3, score=score, content=content, **vectors)
+    ref_out, ref_weights = _np_graph_attention(self.q, self.k, self.v, self.hops, beta, radius,
+                                               logit_fn)
+    np.testing.assert_allclose(routing.weights, ref_weights, atol=1e-5)
+    np.testing.assert_allclose(out, ref_out, atol=1e-5)
+    np.testing.assert_array_equal(np.sum(np.broadcast_to(routing.mask, ref_weights.shape), -1),
+                                  2 * radius + 1)
+
+  def test_gat_is_one_hop_additive(self):
+    a_dst, a_src = self.a[0], self.a[1]  # per head [2, D]
+    self._check("gat", lambda h, i, j: _np_leaky(a_dst[h] @ self.q[h, i] + a_src[h] @ self.k[h, j]),
+                radius=1, gat_vectors=(jnp.float32(a_dst), jnp.float32(a_src)))
+
+  def test_gatv2_is_one_hop_dynamic(self):
+    a = self.a[2]
+    self._check("gatv2", lambda h, i, j: a[h] @ _np_leaky(self.q[h, i] + self.k[h, j]),
+                radius=1, gatv2_vector=jnp.float32(a))
+
+  def test_dot_uses_max_hops(self):
+    self._check("dot", lambda h, i, j: self.q[h, i] @ self.k[h, j] / np.sqrt(D), radius=3)
+
+  @parameterized.parameters(dict(score="dot", radius=3), dict(score="gat", radius=1),
+                            dict(score="gatv2", radius=1))
+  def test_prior_is_hop_softmax(self, score, radius):
+    self._check(score, lambda h, i, j: 0.0, radius=radius, content=False)  # no vectors needed
+    x = jnp.float32(self.q)
+    _, routing = routers.graph_attention(x, x, x, self.hops, max_hops=3, score=score,
+                                         content=False)
+    mask = np.broadcast_to(routing.mask, routing.weights.shape)
+    np.testing.assert_allclose(routing.weights, mask / np.sum(mask, -1, keepdims=True), atol=1e-6)
+
+  def test_gatv2_needs_its_vector(self):
+    x = jnp.ones((N_NODES, D))
+    with self.assertRaisesRegex(ValueError, "gatv2_vector"):
+      routers.graph_attention(x, x, x, _ring_hops(N_NODES), score="gatv2")
+
+
+class DepthPriorTest(absltest.TestCase):
+
+  def test_prior_is_positional_softmax_over_layers(self):
+    query = jax.random.normal(jax.random.key(16), (D,))
+    sources = jax.random.normal(jax.random.key(17), (B, N_LAYERS, D))
+    beta = 0.6
+    out, routing = routers.depth_attention(query, sources, brake=beta, content=False)
+    expected = _np_softmax(-beta * (N_LAYERS - np.arange(N_LAYERS)))
+    np.testing.assert_allclose(routing.weights, np.broadcast_to(expected, (B, 1, N_LAYERS)),
+                               atol=1e-6)
+    np.testing.assert_allclose(out, np.einsum("s,bsd->bd", expected, sources), atol=1e-5)
+    _, uniform = routers.depth_attention(query, sources, content=False)
+    np.testing.assert_allclose(uniform.weights, 1.0 / N_LAYERS, atol=1e-6)
+    # a zero pseudo-query is the prior (AttnRes's initialisation)
+    _, zero = routers.depth_attention(jnp.zeros(D), sources, brake=beta)
+    np.testing.assert_allclose(zero.weights, routing.weights, atol=1e-6)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""AttnRes language model: every layer's input is a learned softmax mixture over earlier outputs."""
+"""AttnRes language model: each sublayer's input is a learned softmax mixture of earlier outputs."""
 
 from __future__ import annotations
 
@@ -10,29 +10,51 @@ from rc_jax.models.mixers import MLP, AttentionMixer, TokenEmbedding
 from rc_jax.models.output import ModelOutput
 
 
-class AttnResLayer(nn.Module):
-  """`v_l = f_l(h_l)` with `f_l` = attention + MLP (each pre-normed, summed), no own residual."""
+class DepthRouter(nn.Module):
+  """One AttnRes router: pseudo-query `w` (zero-initialised) and RMSNorm key gain, both `[D]`.
 
-  model_config: object
+  Returns `(h, routing, prior)`; routing and prior are None unless `with_routing`. With
+  `content=False` it has no pseudo-query and routes by the prior.
+  """
+
+  content: bool = True
 
   @nn.compact
-  def __call__(self, h_BxTxD):
-    cfg = self.model_config
-    mixed, _, _ = AttentionMixer(cfg.n_heads, score="dot", rope=cfg.positions == "rope")(
-        nn.LayerNorm(name="norm_mix")(h_BxTxD), 0.0)
-    return mixed + MLP(cfg.mlp_ratio)(nn.LayerNorm(name="norm_mlp")(h_BxTxD + mixed))
+  def __call__(self, sources_BxTxSxD, brake, *, with_routing: bool = False):
+    width = sources_BxTxSxD.shape[-1]
+    norm_scale = self.param("key_scale", nn.initializers.ones, (width,))
+    query = (self.param("query", nn.initializers.zeros, (width,)) if self.content
+             else jnp.zeros((width,), sources_BxTxSxD.dtype))
+    h, routing = routers.depth_attention(query, sources_BxTxSxD, brake=brake, norm_scale=norm_scale,
+                                         content=self.content)
+    if not with_routing:
+      return h, None, None
+    _, prior = routers.depth_attention(query, sources_BxTxSxD, brake=brake, norm_scale=norm_scale,
+                                       content=False)
+    return h, routing, prior
 
 
 class AttnResLM(nn.Module):
-  """Learned residuals over depth (the router under study is `depth_attention`).
+  """Full Attention Residuals (Kimi Team 2026) over sublayers; the router under study is
+  `depth_attention`.
 
-      v_0 = embed(tokens);   v_1 = f_0(v_0)
-      h_l = depth_attention(w_l, [v_0 .. v_l], brake),   v_{l+1} = f_l(h_l)    l = 1 .. depth-1
-      logits = unembed(LN(depth_attention(w_depth, [v_0 .. v_depth], brake)))
+  Each of the `depth` blocks has two sublayers, token attention then MLP, so there are `L = 2 depth`
+  sublayers `f_0 .. f_{L-1}`, each reading a depth mixture of every earlier output:
 
-  The first layer reads the embedding alone (one source: nothing to route). The brake acts only on
-  the depth routers (token attention inside `f_l` is unbraked). `routings` holds the `depth` depth
-  routers, weights `[B, T, 1, l+1]`; `hidden` the mixtures `h_l` and the final one, `[B, T, D]`.
+      v_0 = embed(tokens)
+      h_s = depth_attention(w_s, [v_0 .. v_s], brake)   s = 1 .. L-1   (h_0 = v_0: nothing to route)
+      v_{s+1} = f_s(LN(h_s))        f_s: attention (s even) or MLP (s odd); no residual of its own
+      h_out = depth_attention(w_out, [v_0 .. v_L], brake);   logits = unembed(LN(h_out))
+
+  Pseudo-queries start at zero (uniform mixing) and keys are RMSNorm'd with a learned gain, as in
+  AttnRes. The brake acts only on the depth routers (the token attention inside `f_s` is unbraked
+  softmax attention); `model.content=False` makes every depth router route by its prior.
+
+  Routed layers (what `ModelOutput` lists): the `L - 1` sublayer routers `s = 1 .. L-1`, then the
+  output router: `2 depth` in all (8 for depth 4). Per router: `routings` weights `[B, T, 1, S]`
+  (`S = s + 1` sources), `priors` its `content=False` routing on the same sources, `routed` the
+  mixture `h_s` and `hidden` the sublayer output `v_{s+1}` (`[B, T, D]`); for the output router both
+  are `h_out`.
   """
 
   vocab_size: int
@@ -41,19 +63,33 @@ class AttnResLM(nn.Module):
   @nn.compact
   def __call__(self, tokens_BxT, brake, *, with_routing: bool = False):
     cfg = self.model_config
-    v = TokenEmbedding(self.vocab_size, cfg.width, cfg.positions, name="embed")(tokens_BxT)
-    sources = [v, AttnResLayer(cfg, name="layer_0")(v)]  # layer 0 reads the embedding alone
-    routings, hidden = [], []
-    for layer in range(1, cfg.depth + 1):
-      # zero pseudo-queries: every layer starts as the uniform average of what came before
-      query = self.param(f"query_{layer}", nn.initializers.zeros, (cfg.width,))
-      norm_scale = self.param(f"key_scale_{layer}", nn.initializers.ones, (cfg.width,))
-      h, routing = routers.depth_attention(query, jnp.stack(sources, axis=-2), brake=brake,
-                                           norm_scale=norm_scale)
+    sources = [TokenEmbedding(self.vocab_size, cfg.width, cfg.positions, name="embed")(tokens_BxT)]
+    routings, priors, hidden, routed = [], [], [], []
+
+    def route(name):
+      h, routing, prior = DepthRouter(cfg.content, name=name)(
+          jnp.stack(sources, axis=-2), brake, with_routing=with_routing)
       if with_routing:
         routings.append(routing)
-        hidden.append(h)
-      if layer < cfg.depth:
-        sources.append(AttnResLayer(cfg, name=f"layer_{layer}")(h))
-    logits = nn.Dense(self.vocab_size, use_bias=False, name="unembed")(nn.LayerNorm(name="norm_out")(h))
-    return ModelOutput(logits=logits, routings=tuple(routings), hidden=tuple(hidden))
+        priors.append(prior)
+        routed.append(h)
+      return h
+
+    for sublayer in range(2 * cfg.depth):
+      h = sources[0] if sublayer == 0 else route(f"route_{sublayer}")
+      x = nn.LayerNorm(name=f"norm_{sublayer}")(h)
+      if sublayer % 2 == 0:
+        v, _, _ = AttentionMixer(cfg.n_heads, score="dot", rope=cfg.positions == "rope",
+                                 name=f"attn_{sublayer // 2}")(x, 0.0)
+      else:
+        v = MLP(cfg.mlp_ratio, name=f"mlp_{sublayer // 2}")(x)
+      sources.append(v)
+      if with_routing and sublayer > 0:
+        hidden.append(v)
+    h = route("route_out")
+    if with_routing:
+      hidden.append(h)
+    logits = nn.Dense(self.vocab_size, use_bias=False, name="unembed")(
+        nn.LayerNorm(name="norm_out")(h))
+    return ModelOutput(logits=logits, routings=tuple(routings), priors=tuple(priors),
+                       hidden=tuple(hidden), routed=tuple(routed))

@@ -13,11 +13,13 @@ class Block(nn.Module):
 
   mixer_kind: str
   model_config: object
+  layer: int = 0
 
   @nn.compact
   def __call__(self, x, brake, *, with_routing: bool = False):
     """Returns `(x_out, (routing, prior, mixed))`; routing and prior are None without routing."""
-    mixed, routing, prior = make_mixer(self.mixer_kind, self.model_config)(
+    mixed, routing, prior = make_mixer(self.mixer_kind, self.model_config, layer=self.layer,
+                                       n_layers=self.model_config.depth)(
         nn.LayerNorm(name="norm_mix")(x), brake, with_routing=with_routing)
     x = x + mixed
     x = x + MLP(self.model_config.mlp_ratio)(nn.LayerNorm(name="norm_mlp")(x))
@@ -42,7 +44,7 @@ class RouterLM(nn.Module):
     x = TokenEmbedding(self.vocab_size, cfg.width, cfg.positions, name="embed")(tokens_BxT)
     routings, priors, hidden, routed = [], [], [], []
     for layer in range(cfg.depth):
-      x, (routing, prior, mixed) = Block(self.mixer_kind, cfg, name=f"block_{layer}")(
+      x, (routing, prior, mixed) = Block(self.mixer_kind, cfg, layer, name=f"block_{layer}")(
           x, brake, with_routing=with_routing)
       if with_routing:
         routings.append(routing)

@@ -26,8 +26,8 @@ from rc_jax.pretrained.probe import Batch
 from rc_jax.routers.routing import Routing
 
 ROUTING_METRICS = ("sink_rate", "sink_mass", "sink_excess", "top_source_weight", "top_source_uniform",
-                   "routing_entropy", "hub_count", "key_norm_cv", "key_norm_log_spread",
-                   "norm_mass_correlation")
+                   "routing_entropy", "above_uniform_mass_count", "key_norm_cv",
+                   "key_norm_log_spread", "norm_mass_correlation")
 HIDDEN_METRICS = ("effective_rank", "rank_collapse_residual", "massive_activation_ratio")
 BASELINES = ("none", "random_init", "token_shuffle")
 LAYER_HEAD = -1
@@ -87,7 +87,7 @@ def _routing_metrics(routing: Routing) -> dict[str, jax.Array]:
       "top_source_weight": top,
       "top_source_uniform": uniform,
       "routing_entropy": metrics.routing_entropy(routing, reduce=False),
-      "hub_count": metrics.hub_count(routing, reduce=False),
+      "above_uniform_mass_count": metrics.above_uniform_mass_count(routing, reduce=False),
       "key_norm_cv": metrics.key_norm_cv(routing, reduce=False),
       "key_norm_log_spread": metrics.key_norm_log_spread(routing, reduce=False),
       "norm_mass_correlation": metrics.norm_mass_correlation(routing, reduce=False),

@@ -10,7 +10,8 @@ layer index) and gathered into a pytree of plain dicts:
 
 Linear weights are stored as `[in, out]` kernels (PyTorch `nn.Linear` keeps `[out, in]`; GPT-2's
 Conv1D already keeps `[in, out]`). Every problem is reported as FileNotFoundError or ValueError
-naming the directory, file or tensor.
+naming the directory, file or tensor; that includes weights that cannot be a trained model's
+(a corrupt file): any non-finite value, or a magnitude above `MAX_ABS_WEIGHT`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ import jax.numpy as jnp
 import safetensors
 
 CONFIG_FILE = "config.json"
+# Trained transformer weights stay within a few tens (all-MiniLM-L6-v2: 7.9); bytes overwritten by
+# garbage decode to NaN or to magnitudes up to 3e38. 1e4 leaves a factor > 1000 of headroom.
+MAX_ABS_WEIGHT = 1e4
 TOKENIZER_FILE = "tokenizer.json"
 LAYERS = "layers"
 
@@ -219,12 +223,28 @@ def read_params(reader: CheckpointReader, specs: Iterable[TensorSpec], n_layers:
   for spec in specs:
     names = _hf_names(spec, prefix, n_layers)
     tensors = reader.read(names)
+    for name in names:
+      check_values(reader.path, name, tensors[name])
     values = [_cast(tensors[name], spec, dtype) for name in names]
     if spec.per_layer:
       params[LAYERS][spec.name] = jnp.stack(values)
     else:
       params[spec.name] = values[0]
   return params
+
+
+def check_values(path: str, name: str, x: jax.Array) -> None:
+  """ValueError naming tensor `name` if it holds a non-finite value or |value| > MAX_ABS_WEIGHT."""
+  x = jnp.asarray(x, jnp.float32)
+  n_bad = int(jnp.sum(~jnp.isfinite(x)))
+  if n_bad:
+    raise ValueError(f"{path}: tensor {name!r} holds {n_bad} non-finite value(s) (NaN or inf): "
+                     "the checkpoint is corrupt")
+  largest = float(jnp.max(jnp.abs(x))) if x.size else 0.0
+  if largest > MAX_ABS_WEIGHT:
+    raise ValueError(f"{path}: tensor {name!r} holds a value of magnitude {largest:.3g}, above "
+                     f"{MAX_ABS_WEIGHT:g} (no trained weight is that large): the checkpoint is "
+                     "corrupt")
 
 
 def _cast(x: jax.Array, spec: TensorSpec, dtype: Any) -> jax.Array:

@@ -45,3 +45,47 @@ def lag_distance(n_targets: int, n_sources: int, *, causal: bool = True) -> jax.
 def causal_mask(n_targets: int, n_sources: int) -> jax.Array:
   """Bool `[n_targets, n_sources]`: target i may use source j iff j <= its position (end-aligned)."""
   return lag_distance(n_targets, n_sources, causal=True) >= 0
+
+
+HEAD_SLOPES = ("shared", "alibi")
+
+
+def alibi_slopes(n_heads: int) -> np.ndarray:
+  """ALiBi head slopes (Press et al. 2022) as float32 `[n_heads]`.
+
+  For `H` a power of two, `m_h = 2^(-8h/H)`, h = 1..H. Otherwise the paper's rule: the slopes of
+  the largest power of two `P < H`, then every other slope of `2P` (`2^(-4h/P)`, h = 1, 3, 5, ...)
+  until there are `H`.
+  """
+  if not isinstance(n_heads, (int, np.integer)) or isinstance(n_heads, bool) or n_heads < 1:
+    raise ValueError(f"n_heads must be an integer >= 1, got {n_heads!r}")
+
+  def geometric(n):
+    return [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
+
+  power = 2 ** int(np.floor(np.log2(n_heads)))
+  slopes = geometric(power) + geometric(2 * power)[0::2][:n_heads - power]
+  return np.asarray(slopes, np.float32)
+
+
+def head_slopes(kind: str, n_heads: int) -> np.ndarray | None:
+  """Per-head brake multipliers for `softmax_attention(..., slopes=...)`.
+
+  `"shared"`: None (every head brakes by `beta`). `"alibi"`: the ALiBi slopes divided by their
+  mean, so head h brakes by `beta * m_h / mean(m)`: the heads span ALiBi's range of locality (a
+  factor `2^(8(H-1)/H)` between the first and the last) while the mean brake over heads stays
+  `beta`, so a brake sweep reads the same on both (`beta = mean(m)` gives ALiBi's own slopes).
+  """
+  if kind not in HEAD_SLOPES:
+    raise ValueError(f"unknown brake_slopes {kind!r}; expected one of {HEAD_SLOPES}")
+  if kind == "shared":
+    return None
+  slopes = alibi_slopes(n_heads)
+  return slopes / np.mean(slopes)
+
+
+def head_brake(beta: jax.Array, slopes) -> jax.Array:
+  """`beta` (scalar) or `beta * slopes[h]` shaped `[H, 1, 1]` to broadcast over `[..., H, T, S]`."""
+  if slopes is None:
+    return beta
+  return beta * jnp.asarray(slopes, jnp.float32)[:, None, None]

@@ -11,13 +11,28 @@ decay at the effective per-step rate `w + beta`, plus one extra `beta` for the f
 Then
 
   A[t, s] = exp(logit[t, s]) / sum_{s' <= t} exp(logit[t, s'])          (per channel)
-  wkv_t   = sum_{s <= t} A[t, s] v_s,        out_t = sigmoid(r_t) * wkv_t
+  wkv_t   = sum_{s <= t} A[t, s] v_s,        out_t = sigmoid(r_t) * wkv_t   (gate=True)
+                                             out_t = wkv_t                  (gate=False)
 
 which for `beta = 0` is exactly RWKV-4's
 `wkv_t = (sum_{s<t} e^{-(t-1-s) w + k_s} v_s + e^{u + k_t} v_t) / (same without v)`.
+
+No bonus: passing `u = w` removes the current-token special case. Shifting a row's logits by the
+constant `-w` (softmax is shift-invariant) gives `logit[t, s] = k_s - (t - s)(w + beta)` for every
+s <= t: one exponential decay law from lag 0, the current token weighed like any past token.
+
+Positional-prior null (`content=False`): `k = 0` everywhere (w, u and the brake kept), for the
+routing and the output, so
+`A[t, s] = softmax over s <= t of {u at s = t, -(t-1-s) w - beta (t-s) at s < t}`,
+the same for every sequence.
+
+Heads: the C channels are grouped into `n_heads` contiguous heads of `C / n_heads` channels; a
+head's routing is the mean of its channels' kernels `A`.
 """
 
 from __future__ import annotations
+
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -27,43 +42,58 @@ from rc_jax.routers import brake as brake_lib
 from rc_jax.routers.routing import Routing, masked_softmax
 
 
-def rwkv_mixer(r, k, v, w, u, *, brake=0.0):
+def rwkv_mixer(r, k, v, w, u, *, brake=0.0, n_heads: int = 1, content: bool = True,
+               gate: bool = True):
   """WKV time mixing (module docstring) with the "carry" brake.
 
   The output comes from the O(T C) recurrence in running-max (log-sum-exp) form, so no exponent
   ever exceeds 0 (stable for keys of any magnitude, gradients included). The routing weights come
-  from the explicit kernel, O(T^2 C).
+  from the explicit kernel, O(T^2 C) memory (`[..., C, T, T]` float32 before the head mean).
 
   Args:
-    r: `[..., T, C]` receptance (gate, through a sigmoid).
+    r: `[..., T, C]` receptance (gate, through a sigmoid); may be None when `gate=False`.
     k: `[..., T, C]` keys (log-weights of the sources).
     v: `[..., T, C]` values.
     w: `[C]` per-channel decay rate per step, `>= 0`: callers parametrise it, e.g. pass
       `exp(decay_param)` (not checked, it may be traced).
-    u: `[C]` per-channel bonus of the current token.
+    u: `[C]` per-channel bonus of the current token (`u = w`: no bonus, see module docstring).
     brake: scalar `beta >= 0` (traced is fine), added to the decay of past tokens as above.
+    n_heads: static number H of contiguous channel groups; C must be divisible by H.
+    content: static; False replaces k by 0 (routing and output): the positional-prior null.
+    gate: static; True: `out = sigmoid(r) * wkv` (RWKV-4), False: `out = wkv` (r unused).
 
   Returns:
     `(out [..., T, C], routing)`, out in the dtype of `r, k, v` (accumulated in float32), and
     `routing`:
-      weights   `[..., T, T]`: the per-channel kernel `A[t, s]` averaged over channels (rows sum
-                to 1 over s <= t);
+      weights   `[..., H, T, T]`: per head, the per-channel kernel `A[t, s]` averaged over the
+                head's channels (rows sum to 1 over s <= t); with `content=False` the same for
+                every leading index;
       mask      `causal_mask(T, T)`, `[T, T]`;
-      key_norms `[..., T]`: `||k_s||_2` over channels.
+      key_norms `[..., H, T]`: `||k_s||_2` over the head's channels (0 with `content=False`);
+      row_mass  None (a normalising router).
   """
-  _check_inputs(r, k, v, w, u)
+  _check_inputs(r, k, v, w, u, n_heads, gate)
   beta = brake_lib.check_brake(brake)
-  dtype = jnp.result_type(r, k, v)
-  r, k, v, w, u = (jnp.asarray(a, jnp.float32) for a in (r, k, v, w, u))
+  dtype = jnp.result_type(*(a for a in (r, k, v) if a is not None))
+  k, v, w, u = (jnp.asarray(a, jnp.float32) for a in (k, v, w, u))
+  if not content:
+    k = jnp.zeros_like(k)
 
   wkv_TxC = wkv_recurrence(k, v, w, u, brake=beta)
-  out_TxC = (jax.nn.sigmoid(r) * wkv_TxC).astype(dtype)
+  out_TxC = jax.nn.sigmoid(jnp.asarray(r, jnp.float32)) * wkv_TxC if gate else wkv_TxC
 
-  mask_TxT = brake_lib.causal_mask(k.shape[-2], k.shape[-2])
-  weights_CxTxT = wkv_kernel(k, w, u, brake=beta)
-  routing = Routing(weights=jnp.mean(weights_CxTxT, axis=-3), mask=mask_TxT,
-                    key_norms=jnp.linalg.norm(k, axis=-1))
-  return out_TxC, routing
+  t, c = k.shape[-2:]
+  leading = k.shape[:-2]
+  # the content-free kernel does not depend on the sequence: build it once, broadcast it
+  kernel_CxTxT = wkv_kernel(k if content else jnp.zeros((t, c), jnp.float32), w, u, brake=beta)
+  n_heads = int(n_heads)
+  head_shape = kernel_CxTxT.shape[:-3] + (n_heads, c // n_heads, t, t)
+  weights_HxTxT = jnp.mean(kernel_CxTxT.reshape(head_shape), axis=-3)
+  weights_HxTxT = jnp.broadcast_to(weights_HxTxT, leading + (n_heads, t, t))
+  k_HxTxc = jnp.moveaxis(k.reshape(leading + (t, n_heads, c // n_heads)), -2, -3)
+  routing = Routing(weights=weights_HxTxT, mask=brake_lib.causal_mask(t, t),
+                    key_norms=jnp.linalg.norm(k_HxTxc, axis=-1))
+  return out_TxC.astype(dtype), routing
 
 
 def wkv_kernel(k, w, u, *, brake=0.0) -> jax.Array:
@@ -115,15 +145,21 @@ def wkv_recurrence(k, v, w, u, *, brake=0.0) -> jax.Array:
   return jnp.moveaxis(wkv_TxC, 0, -2)
 
 
-def _check_inputs(r, k, v, w, u) -> None:
+def _check_inputs(r, k, v, w, u, n_heads, gate) -> None:
   """Raises ValueError naming the argument when the shapes do not fit together."""
   if jnp.ndim(k) < 2:
     raise ValueError(f"k must be [..., T, C], got shape {jnp.shape(k)}")
+  if r is None and gate:
+    raise ValueError("r must be given when gate=True (out = sigmoid(r) * wkv)")
   for name, array in (("r", r), ("v", v)):
-    if jnp.shape(array) != jnp.shape(k):
+    if array is not None and jnp.shape(array) != jnp.shape(k):
       raise ValueError(f"{name} must have the shape of k {jnp.shape(k)}, got {jnp.shape(array)}")
   channels = jnp.shape(k)[-1]
   for name, array in (("w", w), ("u", u)):
     if jnp.shape(array) != (channels,):
       raise ValueError(f"{name} must have shape ({channels},) (one per channel of k), "
                        f"got {jnp.shape(array)}")
+  if not isinstance(n_heads, numbers.Integral) or isinstance(n_heads, bool) or n_heads < 1:
+    raise ValueError(f"n_heads must be an integer >= 1, got {n_heads!r}")
+  if channels % n_heads:
+    raise ValueError(f"n_heads={n_heads} must divide the {channels} channels of k")

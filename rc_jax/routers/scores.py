@@ -55,15 +55,19 @@ def cosine_logits(q_TxD: jax.Array, k_SxD: jax.Array) -> jax.Array:
   return jnp.einsum("...td,...sd->...ts", q_TxD, unit_keys(k_SxD))
 
 
+def score_key_norms(k_SxD: jax.Array, score: str) -> jax.Array:
+  """Norms `[..., S]` of the keys the named score uses (1 for `"cosine"`, whose keys are unit)."""
+  if score == "cosine":
+    return jnp.ones(k_SxD.shape[:-1], k_SxD.dtype)
+  return jnp.linalg.norm(k_SxD, axis=-1)
+
+
 def content_logits(q_TxD: jax.Array, k_SxD: jax.Array, score: str) -> tuple[jax.Array, jax.Array]:
   """Logits `[..., T, S]` of the named score and the norms `[..., S]` of the keys it uses."""
   check_score(score)
-  if score == "cosine":
-    return cosine_logits(q_TxD, k_SxD), jnp.ones(k_SxD.shape[:-1], k_SxD.dtype)
-  key_norms = jnp.linalg.norm(k_SxD, axis=-1)
-  if score == "dot":
-    return dot_logits(q_TxD, k_SxD), key_norms
-  return distance_logits(q_TxD, k_SxD), key_norms
+  logits = {"dot": dot_logits, "distance": distance_logits, "cosine": cosine_logits}[score](
+      q_TxD, k_SxD)
+  return logits, score_key_norms(k_SxD, score)
 
 
 def rope_angles(positions: jax.Array, rotary_dim: int, base: float = 10000.0) -> jax.Array:

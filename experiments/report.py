@@ -1,0 +1,87 @@
+"""Runs the paper's experiments (reusing finished sweeps) and writes DIR/REPORT.md.
+
+    python experiments/report.py --preset=cpu --workdir=runs/report [--publish=results/cpu]
+
+Each sweep of `rc_jax.report.suite` goes to DIR/<sweep name> (resumable, exactly as
+`experiments/sweep.py` would run it); the report evaluates every claim by the rules of
+`rc_jax.report.claims` with the margins of `configs/report.py`. `--publish` copies REPORT.md, the
+figures and the tables (no checkpoints) to another directory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import time
+
+from absl import app, flags, logging
+
+from rc_jax.report import claims, collect, suite, writer
+
+_PRESET = flags.DEFINE_enum("preset", "cpu", ["tiny", "cpu", "paper"], "Size of every sweep.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweeps and the report "
+                               "(default: runs/report_<preset>).")
+_PUBLISH = flags.DEFINE_string("publish", None, "Also copy REPORT.md, figures/ and tables/ here.")
+_ONLY = flags.DEFINE_list("only", None, "Run only these sweeps (names as in the report); no report.")
+_REUSE_ONLY = flags.DEFINE_bool("reuse_only", False, "Train nothing: write the report from the "
+                                "finished sweeps in --workdir; the others read as not run.")
+
+
+def _report_config():
+  path = os.path.join(suite.CONFIG_DIR, "report.py")
+  spec = importlib.util.spec_from_file_location("rc_jax_report_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def _publish(report_dir: str, target: str) -> None:
+  os.makedirs(target, exist_ok=True)
+  shutil.copyfile(os.path.join(report_dir, "REPORT.md"), os.path.join(target, "REPORT.md"))
+  for sub in ("figures", "tables"):
+    shutil.copytree(os.path.join(report_dir, sub), os.path.join(target, sub), dirs_exist_ok=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  preset = _PRESET.value
+  workdir = _WORKDIR.value or os.path.join("runs", f"report_{preset}")
+  sweeps = suite.all_sweeps()
+  if _ONLY.value:
+    unknown = sorted(set(_ONLY.value) - {s.name for s in sweeps})
+    if unknown:
+      print(f"error: --only names unknown sweeps {unknown}; known: "
+            f"{', '.join(s.name for s in sweeps)}", file=sys.stderr)
+      sys.exit(2)
+    sweeps = [s for s in sweeps if s.name in _ONLY.value]
+  cfg = _report_config()
+  values, commands = {}, {}
+  for index, sweep in enumerate(sweeps):
+    sweep_dir = os.path.join(workdir, sweep.name)
+    commands[sweep.name] = (sweep.command(preset, workdir), sweep_dir)
+    if _REUSE_ONLY.value and not os.path.exists(os.path.join(sweep_dir, collect.VALUES_FILE)):
+      logging.warning("%s not run: its claims read inconclusive", sweep.name)
+      continue
+    t0 = time.perf_counter()
+    values[sweep.name] = collect.load_or_collect(sweep.config(preset), sweep_dir,
+                                                 dict(cfg.exploratory_onset))
+    logging.info("[%d/%d] %s ready in %.0fs", index + 1, len(sweeps), sweep.name,
+                 time.perf_counter() - t0)
+  if _ONLY.value:
+    return
+  evaluated = claims.evaluate(values, cfg)
+  command = f"python experiments/report.py --preset={preset} --workdir={workdir}"
+  path = writer.write_report(workdir, preset, values, evaluated, cfg, commands, command)
+  print(f"report: {path}")
+  for claim in evaluated:
+    print(f"  {claim['verdict']:>15}  {claim['title']}")
+  if _PUBLISH.value:
+    _publish(workdir, _PUBLISH.value)
+    print(f"published to {_PUBLISH.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
