@@ -13,9 +13,10 @@ Presets (after the colon, optionally followed by comma-separated variants, e.g. 
 VARIANTS in rc_jax/config_lib.py): tiny (test sizes, 8 steps), cpu (the default, minutes on 2 CPU
 cores), paper (accelerator scale).
 
-Execution modes (--config.execution.mode; the numbers agree to float32 rounding): vmap (default,
-all of a device's runs batched), map (execution.chunk runs at a time, bounding memory), sequential
-(one run at a time).
+Execution modes (--config.execution.mode; the numbers agree to float32 rounding): auto (default:
+vmap when the device's runs fit its memory budget, else map with the largest group that fits; see
+rc_jax/memory_plan.py), vmap (all of a device's runs batched), map (execution.chunk runs at a
+time), sequential (one run at a time).
 
 Config keys: every section and key is listed in the docstring of rc_jax/config_lib.py (router,
 model, task, train, sweep, execution, metrics, checkpoint, output). Override any key with
@@ -38,6 +39,9 @@ together when started with the same flags plus the jax.distributed settings:
 (--process_id=1 in the other process; or the environment variables JAX_COORDINATOR_ADDRESS,
 JAX_NUM_PROCESSES, JAX_PROCESS_ID). Only process 0 writes the config, tables and figures.
 
+Compiled programs are cached on disk (--compilation_cache_dir, default ~/.cache/rc_jax/jax), so a
+rerun or resume in a new process does not recompile.
+
 Bad input prints one `error:` line, exits with status 2 and writes nothing.
 """
 
@@ -51,7 +55,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rc_jax import config_lib, distributed, progress, sweep
+from rc_jax import compile_cache, config_lib, distributed, progress, sweep
 
 _DEFAULT_CONFIG = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                 os.pardir, "configs", "attention.py"))
@@ -149,10 +153,11 @@ def main(argv):
     except (RuntimeError, ValueError) as err:
       _fail(f"jax.distributed.initialize failed: {err}")
   _show_progress()
+  compile_cache.enable(_CACHE_DIR.value)
   workdir = _WORKDIR.value or _default_workdir(config)
   try:
     result = sweep.run_sweep(config, workdir, overwrite_outputs=_OVERWRITE.value)
-  except (OSError, ValueError) as err:  # WorkdirError and bad data are ValueErrors
+  except (OSError, ValueError) as err:  # MemoryBudgetError, WorkdirError and bad data are ValueErrors
     _fail(err)
   if not distributed.is_main():
     return
@@ -172,6 +177,10 @@ def main(argv):
 
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: runs/<router>).")
+_CACHE_DIR = flags.DEFINE_string(
+    "compilation_cache_dir", None,
+    f"Persistent JAX compilation cache (default: ${compile_cache.ENV_VAR}, else "
+    f"~/.cache/rc_jax/jax); 'off' disables it.")
 _OVERWRITE = flags.DEFINE_bool("overwrite_outputs", False,
                                "Rewrite the tables and figures of an already finished sweep.")
 _DISTRIBUTED = flags.DEFINE_bool(

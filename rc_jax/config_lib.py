@@ -15,7 +15,9 @@ A config (`ml_collections.ConfigDict`) has these sections:
               warmup_steps, divergence_nats (a run whose loss exceeds its initial loss by more is
               diverged and frozen, see rc_jax/train.py; inf: only non-finite values count)
   sweep       seeds, brakes, learning_rates: the grid, flattened to one run axis
-  execution   mode ("vmap" | "map" | "sequential"), chunk (runs per vmapped group for "map")
+  execution   mode ("auto" | "vmap" | "map" | "sequential"), chunk (runs per vmapped group for
+              "map"), memory_budget_gib (per-device budget for "auto"; 0 = the device's limit, or
+              8 GiB on CPU; see rc_jax.memory_plan)
   metrics     sink_eps, hub_factor, onset_metric, onset_threshold, onset_layer_reduce
   checkpoint  max_to_keep (>= 2: the previous checkpoint is the fallback for a damaged latest one)
   output      tensorboard (False: also write TensorBoard event files per run, `rc_jax.tensorboard`)
@@ -41,7 +43,7 @@ from rc_jax import tasks
 from rc_jax.problem import ROUTERS
 
 PRESETS = ("tiny", "cpu", "paper")
-EXECUTION_MODES = ("vmap", "map", "sequential")
+EXECUTION_MODES = ("auto", "vmap", "map", "sequential")
 SCORES = ("dot", "distance", "cosine", "gat", "gatv2")
 NORMALISATIONS = ("softmax", "sigmoid")
 BRAKE_SLOPES = ("shared", "alibi")
@@ -66,7 +68,7 @@ def base_config(router: str, preset: str) -> ml_collections.ConfigDict:
                  grad_clip=1.0, warmup_steps=0, divergence_nats=10.0)
   c.sweep = dict(seeds=(0, 1, 2), brakes=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
                  learning_rates=(3e-3,))
-  c.execution = dict(mode="vmap", chunk=8)
+  c.execution = dict(mode="auto", chunk=8, memory_budget_gib=0.0)
   # onset, the same for every family: some layer has, on average over heads and probe sequences,
   # more than 0.25 shared sources (sources most targets give over 2x their positional-prior share)
   c.metrics = dict(sink_eps=0.3, hub_factor=2.0, onset_metric="shared_sources",
@@ -227,6 +229,11 @@ def validate(config) -> None:
           f"{config.model.n_heads}")
   schedule_sizes(config.train)
   _check_positive_ints(config.execution, "execution", ("chunk",))
+  budget = config.execution.memory_budget_gib
+  if (not isinstance(budget, (int, float, np.integer, np.floating)) or isinstance(budget, bool)
+      or not math.isfinite(budget) or budget < 0):
+    _fail("execution.memory_budget_gib", f"must be a finite number >= 0 (0: the device's limit), "
+          f"got {budget!r}")
   _check_positive_ints(config.checkpoint, "checkpoint", ("max_to_keep",))
   if not isinstance(config.output.tensorboard, bool):
     _fail("output.tensorboard", f"must be True or False, got {config.output.tensorboard!r}")

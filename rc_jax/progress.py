@@ -168,12 +168,11 @@ class Reporter:
     self.info("devices: %s (process %d of %d)", text, process_index, process_count)
 
   def compiling(self, chunk_fn, *, n_runs: int, n_devices: int, per_device: int, steps: int,
-                chunk_steps: int, execution: Mapping[str, Any]) -> None:
-    """Announces the program's size before its first call, or that it is already compiled."""
-    mode = execution["mode"] + (f" of {execution['chunk']} runs" if execution["mode"] == "map"
-                                else "")
+                chunk_steps: int, execution: str) -> None:
+    """Announces the program's size before its first call, or that it is already compiled;
+    `execution` is how runs execute on a device ("vmap", "map(chunk=4)", "sequential")."""
     size = (f"{n_runs} runs ({per_device} per device x {n_devices} device"
-            f"{'s' if n_devices > 1 else ''}, execution {mode}), {steps} steps in "
+            f"{'s' if n_devices > 1 else ''}, execution {execution}), {steps} steps in "
             f"{steps // chunk_steps} chunks of {chunk_steps}")
     if chunk_fn in _EXECUTED:
       self.info("reusing the compiled program: %s", size)

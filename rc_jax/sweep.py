@@ -6,6 +6,9 @@ The run axis (padded to a multiple of the device count) is laid out `[n_devices,
 and sharded over a 1-D `Mesh` with an Auto `'runs'` axis. Within a device, `config.execution.mode`
 decides how runs execute — the numbers are the same in every mode:
 
+  auto        (default) `vmap` if XLA's memory analysis of that program fits the device's memory
+              budget, else `map` with the largest group that fits; on CPU also groups small enough
+              for the cache (`rc_jax.memory_plan`);
   vmap        all of the device's runs batched (`jax.vmap`): best on accelerators;
   map         `lax.map` over groups of `execution.chunk` vmapped runs: bounded memory;
   sequential  `lax.map` one run at a time, still one compiled program.
@@ -45,6 +48,8 @@ the outputs of the whole grid (`rc_jax.grid`).
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import glob
 import hashlib
 import json
@@ -58,8 +63,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rc_jax import (artifacts, checkpoints, config_lib, distributed, grid, grid_limits, outputs,
-                    progress, tensorboard)
+from rc_jax import (artifacts, checkpoints, compile_cache, config_lib, distributed, grid,
+                    grid_limits, memory_plan, outputs, progress, tensorboard)
 from rc_jax.train import Trainer, make_train
 
 WorkdirError = checkpoints.WorkdirError
@@ -111,38 +116,106 @@ class CompiledSweep(NamedTuple):
   init: Callable    # (key_data [n_dev, per_dev, 2], hparams) -> (state, logs)
   chunk: Callable   # (state, hparams) -> (state, logs [n_dev, per_dev, blocks, ...])
   sharding: jax.sharding.NamedSharding
+  execution: str    # how the chunk executes runs: "vmap", "map(chunk=G)" or "sequential"
 
 
 _COMPILED: dict[tuple, tuple[Trainer, CompiledSweep]] = {}
 
 
 def compiled_for(config, devices=None) -> tuple[Trainer, CompiledSweep]:
-  """`(trainer, compile_sweep(trainer, ...))`, cached per (config but its grid, execution, devices)
-  in this process, so a resumed, repeated or same-sized sweep reuses the compiled programs."""
+  """`(trainer, compile_sweep(trainer, ...))`, cached per (config but its grid, execution, devices,
+  runs per device under "auto") in this process, so a resumed, repeated or same-sized sweep reuses
+  the compiled programs."""
   devices = tuple(jax.devices() if devices is None else devices)
+  planned_for = (_layout(len(config_lib.run_grid(config)), len(devices))[0]
+                 if config.execution.mode == "auto" else None)  # auto's plan depends on the count
   cache_key = (config_fingerprint(config, exclude=("sweep",)),
-               json.dumps(config.execution.to_dict(), sort_keys=True), tuple(d.id for d in devices))
+               json.dumps(config.execution.to_dict(), sort_keys=True), tuple(d.id for d in devices),
+               planned_for)
   if cache_key not in _COMPILED:
     trainer = make_train(config)
     _COMPILED[cache_key] = (trainer, compile_sweep(trainer, config, devices))
   return _COMPILED[cache_key]
 
 
-def compile_sweep(trainer: Trainer, config, devices=None) -> CompiledSweep:
-  """jit(vmap over devices(execute over runs(trainer fn))) with the run axis sharded."""
-  devices = jax.devices() if devices is None else devices
+# XLA:CPU options (measured in benchmarks/RESULTS.md): LLVM at -O1 instead of the default (~35%
+# less compilation, the same steady-state speed: the dots run in library kernels), and YNNPACK for
+# dots only (its reduction fusions made a 16-run vmapped width-64 step 25% slower). The init program
+# runs once: -O0 (a third less compilation, 0.2 s slower).
+_CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1,
+                         "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+_CPU_INIT_COMPILER_OPTIONS = dict(_CPU_COMPILER_OPTIONS, xla_backend_optimization_level=0)
+
+
+class SweepPrograms(NamedTuple):
+  """`build(mode, group)` -> CompiledSweep (memoised); `compile_chunk(program, runs_per_device)` /
+  `compile_init(...)` -> that function lowered and compiled for abstract inputs of that many runs per
+  device (the jitted function itself, so the later call with real inputs reuses the executable)."""
+
+  build: Callable[[str, int], CompiledSweep]
+  compile_chunk: Callable[[CompiledSweep, int], Any]
+  compile_init: Callable[[CompiledSweep, int], Any]
+
+
+def program_builders(trainer: Trainer, devices) -> SweepPrograms:
+  """The sweep's jitted programs for `devices` (see `SweepPrograms`)."""
   mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",),
                            axis_types=(jax.sharding.AxisType.Auto,))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
-  mode, group = config.execution.mode, config.execution.chunk
+  cpu = devices[0].platform == "cpu"
+  options, init_options = (_CPU_COMPILER_OPTIONS, _CPU_INIT_COMPILER_OPTIONS) if cpu else (None, None)
 
   def init_one(key_data, hparams):
     return trainer.init(jax.random.wrap_key_data(key_data), hparams)
 
-  init = jax.jit(jax.vmap(_execute(init_one, mode, group)), out_shardings=sharding)
-  chunk = jax.jit(jax.vmap(_execute(trainer.chunk, mode, group)), out_shardings=sharding,
-                  donate_argnums=(0,))
-  return CompiledSweep(init=init, chunk=chunk, sharding=sharding)
+  @functools.lru_cache(maxsize=None)
+  def build(mode: str, group: int) -> CompiledSweep:
+    init = jax.jit(jax.vmap(_execute(init_one, mode, group)), out_shardings=sharding,
+                   compiler_options=init_options)
+    chunk = jax.jit(jax.vmap(_execute(trainer.chunk, mode, group)), out_shardings=sharding,
+                    donate_argnums=(0,), compiler_options=options)
+    label = f"map(chunk={group})" if mode == "map" else mode
+    return CompiledSweep(init=init, chunk=chunk, sharding=sharding, execution=label)
+
+  def init_args(runs_per_device: int):
+    shaped = lambda shape, dtype: jax.ShapeDtypeStruct((len(devices), runs_per_device) + shape,
+                                                       dtype, sharding=sharding)
+    hparams = {name: shaped((), value.dtype) for name, value in _hparams([]).items()}
+    return shaped((2,), np.uint32), hparams
+
+  def compile_init(program: CompiledSweep, runs_per_device: int):
+    return program.init.lower(*init_args(runs_per_device)).compile()
+
+  def compile_chunk(program: CompiledSweep, runs_per_device: int):
+    key_data, hparams = init_args(runs_per_device)
+    state = jax.eval_shape(program.init, key_data, hparams)[0]
+    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
+    return program.chunk.lower(state, hparams).compile()
+
+  return SweepPrograms(build, compile_chunk, compile_init)
+
+
+def compile_sweep(trainer: Trainer, config, devices=None) -> CompiledSweep:
+  """jit(vmap over devices(execute over runs(trainer fn))) with the run axis sharded, compiled: the
+  init program in a background thread while the chunk compiles (XLA releases the GIL, so the two
+  compile side by side). In "auto" mode `memory_plan.choose` picks the execution."""
+  devices = list(jax.devices() if devices is None else devices)
+  programs = program_builders(trainer, devices)
+  per_device, _ = _layout(len(config_lib.run_grid(config)), len(devices))
+  mode = config.execution.mode
+  program = programs.build("vmap" if mode == "auto" else mode,
+                           per_device if mode == "auto" else config.execution.chunk)
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    init_compiled = pool.submit(programs.compile_init, program, per_device)
+    if mode == "auto":
+      budget, source = memory_plan.budget_bytes(devices, config.execution.memory_budget_gib)
+      cache = memory_plan.CPU_GROUP_BYTES if devices[0].platform == "cpu" else None
+      program = memory_plan.choose(programs.build, programs.compile_chunk, per_device, budget,
+                                   source, cache_bytes=cache).program
+    else:
+      programs.compile_chunk(program, per_device)
+    init_compiled.result()
+  return program
 
 
 def _hparams(runs: list[dict]) -> dict[str, np.ndarray]:
@@ -160,12 +233,6 @@ def _unlayout(tree, n_runs: int):
   def one(x):
     return x.reshape((-1,) + x.shape[2:])[:n_runs]
   return jax.tree.map(one, distributed.to_host(tree))
-
-
-def execution_label(config) -> str:
-  """How runs execute within a device: "vmap", "map(chunk=8)" or "sequential"."""
-  mode = config.execution.mode
-  return f"map(chunk={config.execution.chunk})" if mode == "map" else mode
 
 
 def check_workdir(workdir: str) -> str:
@@ -295,7 +362,8 @@ def _compile_part(grid_part: grid.Part, devices, workdir: str) -> _Part:
   """Compiles (lazily) a part and checks that its grid fits; writes nothing."""
   config = grid_part.config
   runs = config_lib.run_grid(config)
-  trainer, compiled = compiled_for(config, devices)  # reads the task's data: may raise ValueError
+  # reads the task's data, plans memory ("auto"): may raise ValueError, MemoryBudgetError
+  trainer, compiled = compiled_for(config, devices)
   n_devices = compiled.sharding.mesh.size
   per_device, _ = _layout(len(runs), n_devices)
   one_state, one_logs = _one_run_shapes(trainer)
@@ -332,7 +400,7 @@ def _train_part(part: _Part, *, stop_after_chunks, reporter, tensorboard_dir) ->
                                              compiled.sharding)
   hparams = jax.tree.map(shard, _hparams(runs))
   timings = {"compile_init_s": 0.0, "compile_chunk_s": 0.0, "train_s": 0.0}
-  label = execution_label(config)
+  label = compiled.execution
   onset = _onset(config)
   last_chunk = trainer.n_chunks if stop_after_chunks is None else min(stop_after_chunks,
                                                                       trainer.n_chunks)
@@ -340,7 +408,7 @@ def _train_part(part: _Part, *, stop_after_chunks, reporter, tensorboard_dir) ->
   if restored is None or restored.meta["chunks_done"] < last_chunk:
     reporter.compiling(compiled.chunk, n_runs=len(runs), n_devices=n_devices,
                        per_device=part.per_device, steps=config.train.steps,
-                       chunk_steps=config.train.chunk_steps, execution=config.execution)
+                       chunk_steps=config.train.chunk_steps, execution=label)
   if restored is None:
     t0 = time.perf_counter()
     state, first = compiled.init(shard(_key_data(runs)), hparams)
@@ -447,6 +515,7 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
   """
   config_lib.validate(config)
   t_start = time.perf_counter()
+  compile_cache.enable()
   reporter = progress.Reporter(verbose)
   runs = config_lib.run_grid(config)
   fingerprint = config_fingerprint(config)

@@ -74,10 +74,10 @@ class ReporterTest(absltest.TestCase):
     self.assertEqual(lines[0], "chunk 1/5 (step 10/50): 1.0s | 40 run-steps/s | ETA 4.0s")
     with self.assertLogs("rc_jax", level="INFO") as logs:
       progress.Reporter().compiling(fn, n_runs=4, n_devices=2, per_device=2, steps=50,
-                                    chunk_steps=10, execution={"mode": "map", "chunk": 2})
+                                    chunk_steps=10, execution="map(chunk=2)")
     self.assertEqual(logs.records[0].getMessage(),
                      "reusing the compiled program: 4 runs (2 per device x 2 devices, execution "
-                     "map of 2 runs), 50 steps in 5 chunks of 10")
+                     "map(chunk=2)), 50 steps in 5 chunks of 10")
 
   def test_verbose_false_logs_nothing(self):
     with self.assertNoLogs("rc_jax", level="DEBUG"):

@@ -56,14 +56,19 @@ def sample_chain(key: jax.Array, logits_VxV: jax.Array, is_trigger_V: jax.Array,
     int32 `[B, T+1]` sequences starting with BOS.
   """
   bos_B = jnp.full((batch_size,), batch_lib.BOS, dtype=jnp.int32)
+  # `categorical(k, logits) == argmax(logits + gumbel(k, logits.shape))`: drawing every step's noise
+  # before the scan gives the same tokens and keeps the random-bit generator out of the sequential
+  # loop (on CPU it is a rolled loop of its own, ~20% of a small model's training step).
+  noise_TxBxV = jax.vmap(lambda k: jax.random.gumbel(k, (batch_size, logits_VxV.shape[-1]),
+                                                     logits_VxV.dtype))(jax.random.split(key, seq_len))
 
-  def step(carry, step_key):
+  def step(carry, noise_BxV):
     before, current = carry
-    drawn = jax.random.categorical(step_key, logits_VxV[current]).astype(jnp.int32)
+    drawn = jnp.argmax(logits_VxV[current] + noise_BxV, axis=-1).astype(jnp.int32)
     following = jnp.where(is_trigger_V[current], before, drawn)
     return (current, following), following
 
-  _, content_TxB = jax.lax.scan(step, (bos_B, bos_B), jax.random.split(key, seq_len))
+  _, content_TxB = jax.lax.scan(step, (bos_B, bos_B), noise_TxBxV)
   return batch_lib.with_bos(content_TxB.T)
 
 

@@ -1,0 +1,83 @@
+"""The benchmark's PyTorch baseline computes what the sweep computes: same logits, metrics, init."""
+
+from absl.testing import absltest
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from benchmarks import torch_lm
+from rc_jax import config_lib, tasks, train
+from rc_jax.models import build_model
+from rc_jax.problem import build_problem
+
+
+def _config():
+  return config_lib.base_config("attention", "tiny")  # width 16, seq 16, 2 heads
+
+
+class TorchBaselineTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.config = _config()
+    cls.problem = build_problem(cls.config)
+    cls.params = cls.problem.init_params(jax.random.key(3))
+    m = cls.config.model
+    cls.model = torch_lm.TorchLM(vocab_size=cls.config.task.vocab_size,
+                                 seq_len=cls.config.task.seq_len, width=m.width, depth=m.depth,
+                                 n_heads=m.n_heads, mlp_ratio=m.mlp_ratio)
+    torch_lm.load_flax_params(cls.model, cls.params)
+
+  def test_same_logits_with_and_without_written_out_attention(self):
+    tokens = jax.random.randint(jax.random.key(0), (3, self.config.task.seq_len), 0,
+                                self.config.task.vocab_size)
+    flax_logits = build_model(self.config, self.config.task.vocab_size).apply(
+        self.params, tokens, jnp.float32(0.3)).logits
+    torch_tokens = torch.from_numpy(np.array(tokens)).long()
+    with torch.no_grad():
+      fused, _ = self.model(torch_tokens, 0.3)
+      written, _ = self.model(torch_tokens, 0.3, with_routing=True)
+    np.testing.assert_allclose(fused.numpy(), np.asarray(flax_logits), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(written.numpy(), np.asarray(flax_logits), rtol=1e-4, atol=1e-5)
+
+  def test_same_in_step_measurement(self):
+    trainer = train.make_train(self.config)
+    hparams = {"brake": jnp.float32(0.3), "learning_rate": jnp.float32(3e-3)}
+    expected = jax.jit(trainer.measure)(self.params, hparams)
+    task = self.config.task
+    probe = tasks.make_sequence_task(task.name, vocab_size=task.vocab_size, seq_len=task.seq_len,
+                                     batch_size=task.probe_batch_size,
+                                     task_key=jax.random.key(task.seed), **dict(task.options))(
+                                         jax.random.fold_in(jax.random.key(task.seed), 1))
+    as_long = lambda x: torch.from_numpy(np.array(x)).long()
+    got = torch_lm.measure(self.model, (as_long(probe.inputs), as_long(probe.targets)), 0.3)
+    self.assertEqual(set(got), set(expected) - {"loss", "step"})
+    for name, value in got.items():
+      np.testing.assert_allclose(value, np.asarray(expected[name]), rtol=2e-4, atol=2e-5,
+                                 err_msg=name)
+
+  def test_same_initial_scales(self):
+    torch.manual_seed(0)
+    model = torch_lm.TorchLM(vocab_size=32, seq_len=64, width=64, depth=1, n_heads=4, mlp_ratio=4)
+    config = _config()
+    config.model.update(width=64, depth=1, n_heads=4)
+    config.task.update(vocab_size=32, seq_len=64)
+    flax_params = build_problem(config).init_params(jax.random.key(0))["params"]
+    pairs = {
+        "tokens.weight": flax_params["embed"]["tokens"]["embedding"],
+        "positions": flax_params["embed"]["positions"],
+        "blocks.0.qkv.weight": flax_params["block_0"]["AttentionMixer_0"]["qkv"]["kernel"],
+        "blocks.0.down.weight": flax_params["block_0"]["MLP_0"]["down"]["kernel"],
+        "unembed.weight": flax_params["unembed"]["kernel"],
+    }
+    named = dict(model.named_parameters())
+    for name, flax_value in pairs.items():
+      ours, theirs = named[name].detach().numpy(), np.asarray(flax_value)
+      self.assertAlmostEqual(ours.std() / theirs.std(), 1.0, delta=0.1, msg=name)
+      self.assertAlmostEqual(np.abs(ours).max() / np.abs(theirs).max(), 1.0, delta=0.35, msg=name)
+
+
+if __name__ == "__main__":
+  absltest.main()
