@@ -18,8 +18,8 @@ fresh process with a fresh (cold) compilation cache:
 
 Reported per cell: steady-state run-steps/s (the engine: the second chunk, as the first holds the
 compilation; sequential: the runs after the compilation; torch: the training loops), end-to-end
-wall time (compilation included; projected to the default 2000 steps as end-to-end + the remaining
-steps at the steady rate), compilation seconds, peak resident memory, and model FLOP/s (analytic,
+wall time (compilation included; projected to the default sweep's steps, the cpu preset's
+`train.steps`, as end-to-end + the remaining steps at the steady rate), compilation seconds, peak resident memory, and model FLOP/s (analytic,
 `shapes.train_flops_per_run_step`) against the float32 matmul peak measured in the same process.
 Also: the engine under explicit execution modes (against auto), its metrics overhead (a
 measurement every 50 steps vs once per chunk, by linearity), its compilation cold vs warm (a second
@@ -45,7 +45,9 @@ import subprocess
 import sys
 import tempfile
 
-DEFAULT_STEPS = 2000  # the cpu preset's train.steps
+from rc_jax import config_lib
+
+DEFAULT_STEPS = config_lib.base_config("attention", "cpu").train.steps  # the default sweep's
 HEADLINE = ("cpu", 16)
 
 
@@ -121,8 +123,9 @@ def _machine() -> dict:
 
 
 def _table(cells: dict, shape: str, runs_list, impls) -> list[str]:
-  rows = ["| N | impl | steady run-steps/s | vs torch | end to end s (steps) | projected 2000 steps s "
-          "| vs torch | compile s | peak RSS MiB | GFLOP/s | % of matmul peak (GFLOP/s) |",
+  rows = [f"| N | impl | steady run-steps/s | vs torch | end to end s (steps) | projected "
+          f"{DEFAULT_STEPS} steps s | vs torch | compile s | peak RSS MiB | GFLOP/s "
+          "| % of matmul peak (GFLOP/s) |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
   for runs in runs_list:
     torch_cell = cells.get((shape, runs, "torch"))

@@ -119,7 +119,17 @@ class CompiledSweep(NamedTuple):
   execution: str    # how the chunk executes runs: "vmap", "map(chunk=G)" or "sequential"
 
 
+_TRAINERS: dict[str, Trainer] = {}
 _COMPILED: dict[tuple, tuple[Trainer, CompiledSweep]] = {}
+
+
+def trainer_for(config) -> Trainer:
+  """`make_train(config)`, cached per config but its grid (reads the task's data: may raise
+  ValueError)."""
+  key = config_fingerprint(config, exclude=("sweep",))
+  if key not in _TRAINERS:
+    _TRAINERS[key] = make_train(config)
+  return _TRAINERS[key]
 
 
 def compiled_for(config, devices=None) -> tuple[Trainer, CompiledSweep]:
@@ -133,7 +143,7 @@ def compiled_for(config, devices=None) -> tuple[Trainer, CompiledSweep]:
                json.dumps(config.execution.to_dict(), sort_keys=True), tuple(d.id for d in devices),
                planned_for)
   if cache_key not in _COMPILED:
-    trainer = make_train(config)
+    trainer = trainer_for(config)
     _COMPILED[cache_key] = (trainer, compile_sweep(trainer, config, devices))
   return _COMPILED[cache_key]
 
@@ -359,16 +369,16 @@ class _Trained(NamedTuple):
 
 
 def _compile_part(grid_part: grid.Part, devices, workdir: str) -> _Part:
-  """Compiles (lazily) a part and checks that its grid fits; writes nothing."""
+  """Checks that a part's grid fits (from its shapes), then compiles it; writes nothing."""
   config = grid_part.config
   runs = config_lib.run_grid(config)
-  # reads the task's data, plans memory ("auto"): may raise ValueError, MemoryBudgetError
-  trainer, compiled = compiled_for(config, devices)
-  n_devices = compiled.sharding.mesh.size
+  trainer = trainer_for(config)  # reads the task's data: may raise ValueError
+  n_devices = len(jax.devices() if devices is None else devices)
   per_device, _ = _layout(len(runs), n_devices)
   one_state, one_logs = _one_run_shapes(trainer)
   grid_limits.check_grid(len(runs), n_devices, one_state, one_logs, len(trainer.logged_steps),
                          max_to_keep=config.checkpoint.max_to_keep, workdir=workdir)
+  _, compiled = compiled_for(config, devices)  # plans memory ("auto"): may raise MemoryBudgetError
   return _Part(config, grid_part.label, runs, trainer, compiled, n_devices, per_device)
 
 
