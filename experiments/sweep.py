@@ -166,8 +166,8 @@ def main(argv):
           "(--overwrite_outputs rewrites its tables and figures)")
   else:
     timings = result.timings
-    print(f"{len(result.runs)} runs done in {timings['total_s']:.1f}s (compile + first chunk "
-          f"{timings['compile_init_s'] + timings['compile_chunk_s']:.1f}s)")
+    print(f"{len(result.runs)} runs done in {timings['total_s']:.1f}s (compiling "
+          f"{timings['compile_s']:.1f}s)")
   diverged = [run["run"] for run in result.runs if run.get("status") == "diverged"]
   if diverged:
     print(f"{len(diverged)} of {len(result.runs)} runs diverged (frozen; status and "

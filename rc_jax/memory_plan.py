@@ -225,7 +225,6 @@ def choose(build: Build, compile_chunk: Compile, runs_per_device: int, budget: i
       group = min(smaller, group - 1)  # XLA's peak is above the line: fit again through it
     plan = plan._replace(mode="map", group=group, peak=peak, per_run=per_run, program=program,
                          reason="all runs vmapped exceed the budget")
-  logging.info("execution auto: %s", plan.describe())
   return plan
 
 

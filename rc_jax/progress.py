@@ -5,19 +5,22 @@ loaded 2-core CPU machine):
 
     sweep of 4 runs into /tmp/tiny
     devices: 1 x cpu (process 0 of 1)
-    compiling: 4 runs (4 per device x 1 device, execution vmap), 8 steps in 2 chunks of 4
-    initialised 4 runs and measured step 0 in 56s (compiling included)
-    chunk 1/2 (step 4/8): compiling+first chunk 57s | ETA after the next chunk
-      grid point  loss min/med/max  sink_excess(max) min/med/max  >1.5
-      brake=0     3/3.04/3.09       1.19/1.23/1.27                0/2
-      brake=0.5   3.06/3.12/3.18    0.558/0.584/0.609             0/2
-    chunk 2/2 (step 8/8): 0.0s | 399 run-steps/s
+    compiling: 4 runs (4 per device x 1 device, execution auto), 8 steps in 2 chunks of 4
+    execution auto: 4 runs per device, budget 8.00 GiB (...); all runs vmapped: peak 1.2 MiB -> ...
+    compiled in 16s (execution vmap)
+    initialised 4 runs and measured step 0 in 0.1s
+    chunk 1/2 (step 4/8): 0.1s | 320 run-steps/s | ETA 0.1s
+      grid point  loss min/med/max  shared_sources(max) min/med/max  >0.25
+      brake=0     3/3.04/3.09       0.5/0.5/0.5                      2/2
+      brake=0.5   3.06/3.12/3.18    0.5/0.625/0.75                   2/2
+    chunk 2/2 (step 8/8): 0.0s | 1.41e+03 run-steps/s
       ...
     writing tables and figures
-    done: 4 runs in 122.3s; outputs in /tmp/tiny
+    done: 4 runs in 18.7s; outputs in /tmp/tiny
 
-The ETA averages the steady-state chunks only: the first chunk a process runs includes compiling
-the program, so it is reported but not extrapolated. The digest gives, per grid point (brake, and
+Compilation (of the init and chunk programs, ahead of their first call) is announced before it
+starts and timed on its own, so chunk times are training only; rate and ETA leave out the first
+chunk once later ones exist. The digest gives, per grid point (brake, and
 learning rate when several), the min/median/max over seeds of the loss and of the onset metric
 (layer-reduced as `metrics.onset_layer_reduce`) at the chunk's last logged step, and how many seeds
 are above the onset threshold there.
@@ -32,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,7 +46,6 @@ LOGGER = logging.getLogger("rc_jax")
 _FORMAT = "%(asctime)s %(message)s"
 _DATE_FORMAT = "%H:%M:%S"
 MAX_DIGEST_ROWS = 12
-_EXECUTED = weakref.WeakSet()  # compiled chunk functions that ran once in this process
 
 
 class _DefaultHandler(logging.StreamHandler):
@@ -152,7 +153,7 @@ class Reporter:
     self.verbose = verbose
     if verbose:
       ensure_visible()
-    self._steady: list[float] = []   # seconds per steady-state chunk
+    self._times: list[float] = []   # seconds per chunk
 
   def info(self, message: str, *args) -> None:
     if self.verbose:
@@ -167,39 +168,37 @@ class Reporter:
     text = ", ".join(f"{n} x {label}" for label, n in kinds.items())
     self.info("devices: %s (process %d of %d)", text, process_index, process_count)
 
-  def compiling(self, chunk_fn, *, n_runs: int, n_devices: int, per_device: int, steps: int,
+  def compiling(self, *, cached: bool, n_runs: int, n_devices: int, per_device: int, steps: int,
                 chunk_steps: int, execution: str) -> None:
-    """Announces the program's size before its first call, or that it is already compiled;
-    `execution` is how runs execute on a device ("vmap", "map(chunk=4)", "sequential")."""
+    """Announces the program's size before compiling it, or that this process compiled it already;
+    `execution` is the mode asked for ("auto", "vmap", "map(chunk=4)", "sequential")."""
     size = (f"{n_runs} runs ({per_device} per device x {n_devices} device"
             f"{'s' if n_devices > 1 else ''}, execution {execution}), {steps} steps in "
             f"{steps // chunk_steps} chunks of {chunk_steps}")
-    if chunk_fn in _EXECUTED:
-      self.info("reusing the compiled program: %s", size)
-    else:
-      self.info("compiling: %s", size)
+    self.info("%s: %s", "reusing the compiled program" if cached else "compiling", size)
+
+  def compiled(self, elapsed: float, execution: str, plan: str = "") -> None:
+    """After compiling: the time it took, how runs execute and, for "auto", the memory plan."""
+    if plan:
+      self.info("execution auto: %s", plan)
+    self.info("compiled in %s (execution %s)", _seconds(elapsed), execution)
 
   def initialised(self, n_runs: int, elapsed: float) -> None:
-    self.info("initialised %d runs and measured step 0 in %s (compiling included)", n_runs,
-              _seconds(elapsed))
+    self.info("initialised %d runs and measured step 0 in %s", n_runs, _seconds(elapsed))
 
-  def chunk(self, chunk_fn, *, index: int, n_chunks: int, chunk_steps: int, elapsed: float,
-            n_runs: int, runs=None, logs=None, onset=None) -> None:
-    """One line per finished chunk `index` (0-based) and, given `logs`, the digest."""
+  def chunk(self, *, index: int, n_chunks: int, chunk_steps: int, elapsed: float, n_runs: int,
+            runs=None, logs=None, onset=None) -> None:
+    """One line per finished chunk `index` (0-based) and, given `logs`, the digest. Rate and ETA
+    use the chunks after the first one this reporter saw (its first call can carry one-off costs),
+    the first one alone until there are more."""
     step = (f"chunk {index + 1}/{n_chunks} "
             f"(step {(index + 1) * chunk_steps}/{n_chunks * chunk_steps})")
-    if chunk_fn not in _EXECUTED:
-      _EXECUTED.add(chunk_fn)
-      line = f"{step}: compiling+first chunk {_seconds(elapsed)}"
-      if index + 1 < n_chunks:
-        line += " | ETA after the next chunk"
-    else:
-      self._steady.append(elapsed)
-      per_chunk = max(float(np.mean(self._steady)), 1e-9)
-      rate = n_runs * chunk_steps / per_chunk
-      line = f"{step}: {_seconds(elapsed)} | {rate:.3g} run-steps/s"
-      if index + 1 < n_chunks:
-        line += f" | ETA {_seconds((n_chunks - index - 1) * per_chunk)}"
+    self._times.append(elapsed)
+    per_chunk = max(float(np.mean(self._times[1:] or self._times)), 1e-9)
+    rate = n_runs * chunk_steps / per_chunk
+    line = f"{step}: {_seconds(elapsed)} | {rate:.3g} run-steps/s"
+    if index + 1 < n_chunks:
+      line += f" | ETA {_seconds((n_chunks - index - 1) * per_chunk)}"
     self.info("%s", line)
     if self.verbose and logs is not None and LOGGER.isEnabledFor(logging.INFO):
       for row in digest(runs, logs, onset):

@@ -75,9 +75,9 @@ class SweepResult(NamedTuple):
   logs: dict[str, np.ndarray]   # [R, K] or [R, K, L], host arrays, padding removed
   state: Any                    # final run-batched TrainState, [n_devices, runs_per_device, ...]
   paths: dict[str, str]         # output files written
-  timings: dict[str, float]     # compile_init_s; compile_chunk_s (first chunk of each call that
-                                # ran chunks, compilation included); train_s (the other chunks);
-                                # total_s; summed over the calls that built the sweep (resumes)
+  timings: dict[str, float]     # compile_s (init and chunk programs, ahead of their calls, auto's
+                                # memory plan included); init_s; train_s (the chunks); total_s;
+                                # summed over the calls that built the sweep (resumes, parts)
   already_complete: bool = False  # a rerun of a finished sweep: nothing computed or rewritten
 
 
@@ -117,6 +117,7 @@ class CompiledSweep(NamedTuple):
   chunk: Callable   # (state, hparams) -> (state, logs [n_dev, per_dev, blocks, ...])
   sharding: jax.sharding.NamedSharding
   execution: str    # how the chunk executes runs: "vmap", "map(chunk=G)" or "sequential"
+  plan: str = ""    # execution "auto": the memory plan behind the choice (`MemoryPlan.describe`)
 
 
 _TRAINERS: dict[str, Trainer] = {}
@@ -132,16 +133,20 @@ def trainer_for(config) -> Trainer:
   return _TRAINERS[key]
 
 
+def _compiled_key(config, devices: tuple) -> tuple:
+  planned_for = (_layout(len(config_lib.run_grid(config)), len(devices))[0]
+                 if config.execution.mode == "auto" else None)  # auto's plan depends on the count
+  return (config_fingerprint(config, exclude=("sweep",)),
+          json.dumps(config.execution.to_dict(), sort_keys=True), tuple(d.id for d in devices),
+          planned_for)
+
+
 def compiled_for(config, devices=None) -> tuple[Trainer, CompiledSweep]:
   """`(trainer, compile_sweep(trainer, ...))`, cached per (config but its grid, execution, devices,
   runs per device under "auto") in this process, so a resumed, repeated or same-sized sweep reuses
   the compiled programs."""
   devices = tuple(jax.devices() if devices is None else devices)
-  planned_for = (_layout(len(config_lib.run_grid(config)), len(devices))[0]
-                 if config.execution.mode == "auto" else None)  # auto's plan depends on the count
-  cache_key = (config_fingerprint(config, exclude=("sweep",)),
-               json.dumps(config.execution.to_dict(), sort_keys=True), tuple(d.id for d in devices),
-               planned_for)
+  cache_key = _compiled_key(config, devices)
   if cache_key not in _COMPILED:
     trainer = trainer_for(config)
     _COMPILED[cache_key] = (trainer, compile_sweep(trainer, config, devices))
@@ -220,8 +225,9 @@ def compile_sweep(trainer: Trainer, config, devices=None) -> CompiledSweep:
     if mode == "auto":
       budget, source = memory_plan.budget_bytes(devices, config.execution.memory_budget_gib)
       cache = memory_plan.CPU_GROUP_BYTES if devices[0].platform == "cpu" else None
-      program = memory_plan.choose(programs.build, programs.compile_chunk, per_device, budget,
-                                   source, cache_bytes=cache).program
+      plan = memory_plan.choose(programs.build, programs.compile_chunk, per_device, budget, source,
+                                cache_bytes=cache)
+      program = plan.program._replace(plan=plan.describe())
     else:
       programs.compile_chunk(program, per_device)
     init_compiled.result()
@@ -354,6 +360,7 @@ class _Part(NamedTuple):
   compiled: CompiledSweep
   n_devices: int
   per_device: int
+  compile_s: float = 0.0           # spent compiling it in this call (0: compiled already)
   store: checkpoints.VerifiedCheckpoints | None = None
   restored: checkpoints.Restored | None = None
 
@@ -368,7 +375,8 @@ class _Trained(NamedTuple):
   complete: bool
 
 
-def _compile_part(grid_part: grid.Part, devices, workdir: str) -> _Part:
+def _compile_part(grid_part: grid.Part, devices, workdir: str,
+                  reporter: progress.Reporter) -> _Part:
   """Checks that a part's grid fits (from its shapes), then compiles it; writes nothing."""
   config = grid_part.config
   runs = config_lib.run_grid(config)
@@ -378,8 +386,18 @@ def _compile_part(grid_part: grid.Part, devices, workdir: str) -> _Part:
   one_state, one_logs = _one_run_shapes(trainer)
   grid_limits.check_grid(len(runs), n_devices, one_state, one_logs, len(trainer.logged_steps),
                          max_to_keep=config.checkpoint.max_to_keep, workdir=workdir)
+  devices = tuple(jax.devices() if devices is None else devices)
+  cached = _compiled_key(config, devices) in _COMPILED
+  mode = config.execution.mode
+  reporter.compiling(cached=cached, n_runs=len(runs), n_devices=n_devices, per_device=per_device,
+                     steps=config.train.steps, chunk_steps=config.train.chunk_steps,
+                     execution=f"map(chunk={config.execution.chunk})" if mode == "map" else mode)
+  t0 = time.perf_counter()
   _, compiled = compiled_for(config, devices)  # plans memory ("auto"): may raise MemoryBudgetError
-  return _Part(config, grid_part.label, runs, trainer, compiled, n_devices, per_device)
+  compile_s = time.perf_counter() - t0
+  if not cached:
+    reporter.compiled(compile_s, compiled.execution, compiled.plan)
+  return _Part(config, grid_part.label, runs, trainer, compiled, n_devices, per_device, compile_s)
 
 
 def _open_part(part: _Part, workdir: str) -> _Part:
@@ -409,22 +427,18 @@ def _train_part(part: _Part, *, stop_after_chunks, reporter, tensorboard_dir) ->
   shard = lambda x: distributed.global_array(_pad_and_shape(x, n_devices, part.per_device),
                                              compiled.sharding)
   hparams = jax.tree.map(shard, _hparams(runs))
-  timings = {"compile_init_s": 0.0, "compile_chunk_s": 0.0, "train_s": 0.0}
+  timings = {"compile_s": 0.0, "init_s": 0.0, "train_s": 0.0}
   label = compiled.execution
   onset = _onset(config)
   last_chunk = trainer.n_chunks if stop_after_chunks is None else min(stop_after_chunks,
                                                                       trainer.n_chunks)
   restored = part.restored
-  if restored is None or restored.meta["chunks_done"] < last_chunk:
-    reporter.compiling(compiled.chunk, n_runs=len(runs), n_devices=n_devices,
-                       per_device=part.per_device, steps=config.train.steps,
-                       chunk_steps=config.train.chunk_steps, execution=label)
   if restored is None:
     t0 = time.perf_counter()
     state, first = compiled.init(shard(_key_data(runs)), hparams)
     history = {name: value[:, None] for name, value in _unlayout(first, len(runs)).items()}
-    timings["compile_init_s"] = time.perf_counter() - t0
-    reporter.initialised(len(runs), timings["compile_init_s"])
+    timings["init_s"] = time.perf_counter() - t0
+    reporter.initialised(len(runs), timings["init_s"])
     chunks_done, execution = 0, []
   else:
     state, history = restored.state, restored.logs
@@ -437,6 +451,7 @@ def _train_part(part: _Part, *, stop_after_chunks, reporter, tensorboard_dir) ->
       reporter.info("restored %d finished runs from %s", len(runs), store.directory)
     _warn_if_other_execution(store.directory, execution, label)
 
+  timings["compile_s"] = timings.get("compile_s", 0.0) + part.compile_s
   first_chunk, earlier_total_s = chunks_done, timings.get("total_s", 0.0)
   writer = None
   try:
@@ -451,7 +466,7 @@ def _train_part(part: _Part, *, stop_after_chunks, reporter, tensorboard_dir) ->
       state, chunk_logs = compiled.chunk(state, hparams)
       chunk_logs = _unlayout(chunk_logs, len(runs))
       elapsed = time.perf_counter() - t0
-      timings["compile_chunk_s" if chunk_index == first_chunk else "train_s"] += elapsed
+      timings["train_s"] += elapsed
       timings["total_s"] = earlier_total_s + time.perf_counter() - t_start
       history = {name: np.concatenate([history[name], chunk_logs[name]], axis=1)
                  for name in history}
@@ -461,7 +476,7 @@ def _train_part(part: _Part, *, stop_after_chunks, reporter, tensorboard_dir) ->
           "execution": execution, "timings": timings})
       if writer:
         writer.write(chunk_logs, onset)
-      reporter.chunk(compiled.chunk, index=chunk_index, n_chunks=trainer.n_chunks,
+      reporter.chunk(index=chunk_index, n_chunks=trainer.n_chunks,
                      chunk_steps=config.train.chunk_steps, elapsed=elapsed, n_runs=len(runs),
                      runs=runs, logs=chunk_logs, onset=onset)
   finally:
@@ -534,8 +549,10 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
     tensorboard.check_available()  # before anything is written
   devices = tuple(jax.devices() if devices is None else devices)
   grid_free = config_fingerprint(config, exclude=("sweep",))
+  reporter.info("sweep of %d runs into %s", len(runs), workdir)
+  reporter.devices(devices, distributed.process_index(), distributed.process_count())
   grid_parts, grids = grid.plan(config, workdir, grid_free, reporter.info)
-  parts = [_compile_part(p, devices, workdir) for p in grid_parts]
+  parts = [_compile_part(p, devices, workdir, reporter) for p in grid_parts]
 
   if distributed.is_main():
     os.makedirs(workdir, exist_ok=True)
@@ -557,22 +574,21 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
     except OSError as err:
       raise WorkdirError(f"cannot write {workdir}/config.json ({err})") from err
 
-  reporter.info("sweep of %d runs into %s", len(runs), workdir)
-  reporter.devices(devices, distributed.process_index(), distributed.process_count())
   tensorboard_dir = os.path.join(workdir, "tensorboard") if config.output.tensorboard else None
   trained = []
   for index, part in enumerate(opened):
     if part.label:
       reporter.info("part %s: %d runs", part.label, len(part.runs))
     try:
-      trained.append(_train_part(part, stop_after_chunks=stop_after_chunks, reporter=reporter,
+      trained.append(_train_part(part, stop_after_chunks=stop_after_chunks,
+                                 reporter=progress.Reporter(verbose),
                                  tensorboard_dir=tensorboard_dir))
     except BaseException:
       for later in opened[index + 1:]:
         later.store.close()
       raise
   timings = {name: sum(t.timings.get(name, 0.0) for t in trained)
-             for name in ("compile_init_s", "compile_chunk_s", "train_s")}
+             for name in ("compile_s", "init_s", "train_s")}
   earlier_total_s = sum(p.restored.meta["timings"].get("total_s", 0.0) for p in opened
                         if p.restored is not None)  # calls before this one
   runs, history, state = _merge_parts(runs, opened, trained)

@@ -129,8 +129,9 @@ class PlanTest(absltest.TestCase):
 
 @pytest.mark.slow
 class GrownEqualsFreshTest(absltest.TestCase):
-  """2 seeds x 2 brakes grown to 3 x 3 equals a fresh 3 x 3 sweep (on one device: 3 tiny runs per
-  device on 4 fake CPU devices deadlock in XLA's first execution on the 2-core CPU, jaxlib 0.10.2;
+  """2 seeds x 2 brakes grown to 3 seeds x 4 brakes equals a fresh 3 x 4 sweep. Both new parts
+  (1 new seed x 4 brakes, 2 old seeds x 2 new brakes) have the 4 runs of the first, so they reuse
+  its compiled program. On one device: 3 tiny runs per device on 4 fake CPU devices deadlock in XLA's first execution on the 2-core CPU, jaxlib 0.10.2;
   the sharded layout is covered by sweep_test)."""
 
   # measured (tiny preset, 1 CPU device): grown vs fresh at most 2.9e-6 absolute / 9.6e-6 relative,
@@ -144,7 +145,7 @@ class GrownEqualsFreshTest(absltest.TestCase):
     cls.workdir = os.path.join(cls._tmp.name, "grown")
     cls.devices = jax.devices()[:1]
     sweep.run_sweep(_config(), cls.workdir, devices=cls.devices, verbose=False)
-    cls.big = _config(seeds=(0, 1, 2), brakes=(0.0, 0.25, 0.5))
+    cls.big = _config(seeds=(0, 1, 2), brakes=(0.0, 0.25, 0.5, 0.75))
     cls.grown = sweep.run_sweep(cls.big, cls.workdir, devices=cls.devices, verbose=False)
     cls.fresh = sweep.run_sweep(cls.big, os.path.join(cls._tmp.name, "fresh"),
                                 devices=cls.devices, verbose=False)
@@ -156,11 +157,11 @@ class GrownEqualsFreshTest(absltest.TestCase):
 
   def test_same_runs_and_numbers_as_a_fresh_sweep(self):
     self.assertEqual(self.grown.runs, self.fresh.runs)
-    self.assertLen(self.grown.runs, 9)
+    self.assertLen(self.grown.runs, 12)
     for name, value in self.fresh.logs.items():
       np.testing.assert_allclose(self.grown.logs[name], value, rtol=self.RTOL, atol=self.ATOL,
                                  err_msg=name)
-    runs_of = lambda x: np.asarray(x).reshape((-1,) + x.shape[2:])[:9]
+    runs_of = lambda x: np.asarray(x).reshape((-1,) + x.shape[2:])[:12]
     chex.assert_trees_all_close(jax.tree.map(runs_of, self.grown.state.params),
                                 jax.tree.map(runs_of, self.fresh.state.params),
                                 rtol=self.RTOL, atol=self.ATOL)
@@ -168,10 +169,10 @@ class GrownEqualsFreshTest(absltest.TestCase):
   def test_outputs_cover_the_whole_grid(self):
     with open(self.grown.paths["summary"]) as f:
       summary = json.load(f)
-    self.assertEqual(summary["n_runs"], 9)
+    self.assertEqual(summary["n_runs"], 12)
     self.assertLen(summary["grids"], 2)
     with open(self.grown.paths["onsets"]) as f:
-      self.assertLen(f.read().splitlines(), 1 + 9)
+      self.assertLen(f.read().splitlines(), 1 + 12)
 
   def test_rerun_recomputes_nothing_and_keeps_the_numbers(self):
     again = sweep.run_sweep(self.big, self.workdir, devices=self.devices, verbose=False)

@@ -51,9 +51,10 @@ class LauncherTinyPresetsTest(parameterized.TestCase):
     self.assertEqual(code, 0, stderr[-3000:])
     self.assertIn("runs done", stdout)
     # progress on stderr: devices, program size before compiling, one line per chunk with digest
-    for line in ("devices: ", "compiling: 4 runs", "chunk 1/2 (step 4/8): compiling+first chunk",
+    for line in ("devices: ", "compiling: 4 runs", "compiled in ", "chunk 1/2 (step 4/8): ",
                  "chunk 2/2 (step 8/8): ", "min/med/max"):
       self.assertIn(line, stderr)
+    self.assertLess(stderr.index("compiling: 4 runs"), stderr.index("compiled in "))
     self.assertNotIn("libtpu", stderr)  # no INFO chatter of JAX probing absent accelerators
     workdir = os.path.join(self._tmp.name, router)
     with open(os.path.join(workdir, "config.json")) as f:

@@ -1,4 +1,4 @@
-"""Sweep progress lines: digest numbers, ETA from steady chunks only, visibility and silencing."""
+"""Sweep progress lines: digest numbers, compiling lines, rate and ETA, visibility and silencing."""
 
 import io
 import logging
@@ -47,42 +47,40 @@ class DigestTest(absltest.TestCase):
     self.assertTrue(lines[-1].split()[0].startswith("lr=0.003"), lines[-1])
 
 
-class _Fn:
-  """Stands in for a compiled chunk function (only its identity matters)."""
-
-
 class ReporterTest(absltest.TestCase):
 
-  def _chunks(self, reporter, fn, seconds):
+  def _chunks(self, reporter, seconds):
     with self.assertLogs("rc_jax", level="INFO") as logs:
       for index, elapsed in enumerate(seconds):
-        reporter.chunk(fn, index=index, n_chunks=5, chunk_steps=10, elapsed=elapsed, n_runs=4)
+        reporter.chunk(index=index, n_chunks=5, chunk_steps=10, elapsed=elapsed, n_runs=4)
     return [record.getMessage() for record in logs.records]
 
-  def test_eta_ignores_the_compiling_chunk(self):
-    lines = self._chunks(progress.Reporter(), _Fn(), [80.0, 2.0, 4.0])
-    self.assertEqual(lines[0], "chunk 1/5 (step 10/50): compiling+first chunk 80s | "
-                               "ETA after the next chunk")
-    # steady chunks: 2 s then 4 s; ETA = remaining chunks x their mean; rate = 4 runs x 10 steps
+  def test_rate_and_eta_leave_out_the_first_chunk_once_others_exist(self):
+    lines = self._chunks(progress.Reporter(), [8.0, 2.0, 4.0])
+    # alone, the first chunk gives the rate: 4 runs x 10 steps / 8 s; ETA 4 chunks x 8 s
+    self.assertEqual(lines[0], "chunk 1/5 (step 10/50): 8.0s | 5 run-steps/s | ETA 32s")
+    # then the later chunks only: 2 s, then the mean of 2 s and 4 s
     self.assertEqual(lines[1], "chunk 2/5 (step 20/50): 2.0s | 20 run-steps/s | ETA 6.0s")
     self.assertEqual(lines[2], "chunk 3/5 (step 30/50): 4.0s | 13.3 run-steps/s | ETA 6.0s")
 
-  def test_a_compiled_program_is_not_compiling_again(self):
-    fn = _Fn()
-    self._chunks(progress.Reporter(), fn, [50.0])
-    lines = self._chunks(progress.Reporter(), fn, [1.0])
-    self.assertEqual(lines[0], "chunk 1/5 (step 10/50): 1.0s | 40 run-steps/s | ETA 4.0s")
+  def test_compiling_then_compiled_or_reusing(self):
+    size = dict(n_runs=4, n_devices=2, per_device=2, steps=50, chunk_steps=10)
     with self.assertLogs("rc_jax", level="INFO") as logs:
-      progress.Reporter().compiling(fn, n_runs=4, n_devices=2, per_device=2, steps=50,
-                                    chunk_steps=10, execution="map(chunk=2)")
-    self.assertEqual(logs.records[0].getMessage(),
-                     "reusing the compiled program: 4 runs (2 per device x 2 devices, execution "
-                     "map(chunk=2)), 50 steps in 5 chunks of 10")
+      reporter = progress.Reporter()
+      reporter.compiling(cached=False, execution="auto", **size)
+      reporter.compiled(12.0, "map(chunk=2)", plan="2 runs per device, budget 8.00 GiB")
+      reporter.compiling(cached=True, execution="map(chunk=2)", **size)
+    self.assertEqual([record.getMessage() for record in logs.records], [
+        "compiling: 4 runs (2 per device x 2 devices, execution auto), 50 steps in 5 chunks of 10",
+        "execution auto: 2 runs per device, budget 8.00 GiB",
+        "compiled in 12s (execution map(chunk=2))",
+        "reusing the compiled program: 4 runs (2 per device x 2 devices, execution map(chunk=2)), "
+        "50 steps in 5 chunks of 10"])
 
   def test_verbose_false_logs_nothing(self):
     with self.assertNoLogs("rc_jax", level="DEBUG"):
       reporter = progress.Reporter(verbose=False)
-      reporter.chunk(_Fn(), index=0, n_chunks=1, chunk_steps=1, elapsed=1.0, n_runs=1)
+      reporter.chunk(index=0, n_chunks=1, chunk_steps=1, elapsed=1.0, n_runs=1)
       reporter.info("anything")
 
 
