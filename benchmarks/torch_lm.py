@@ -8,11 +8,13 @@ The same computation as an `attention` sweep run, written directly in PyTorch fo
   `Linear(D, 4D) -> gelu (tanh) -> Linear(4D, D)`. LayerNorm eps 1e-6. Same initialisation as Flax:
   embeddings `N(0, 1/D)`, positions `N(0, 0.02^2)`, linear weights truncated normal (2 sd) with
   standard deviation `1/sqrt(fan_in)`, biases 0.
-- training: AdamW (b1, b2, eps 1e-8, weight decay from the config) after clipping the global gradient
-  norm, cross-entropy on every target; a fresh batch of the rc_jax task sampler every step.
+- training: AdamW (b1, b2, eps 1e-8, weight decay from the config) after clipping the global
+  gradient norm, cross-entropy on every target; a fresh batch of the rc_jax task sampler every step.
 - in-loop collapse measurement every `log_every` steps, as the sweep's `measure`: a probe forward on
-  the fixed probe batch returning each layer's routing weights and residual stream, then every metric
-  of `rc_jax.metrics.collapse_metrics` per layer, plus probe loss and accuracy, brought to the host.
+  the fixed probe batch returning each layer's routing weights, their content-free prior (the brake
+  alone), the residual stream and the attention output before the residual add, then every metric
+  of `rc_jax.metrics.collapse_metrics(routing, hidden, prior=..., routed=...)` per layer, plus probe
+  loss and accuracy, brought to the host.
 
 `load_flax_params` copies a Flax parameter tree in, so tests can check the two models agree.
 """
@@ -49,16 +51,21 @@ class _Block(nn.Module):
       weights = torch.softmax(logits, dim=-1)
       mixed = weights @ v
     else:
-      weights = None
       mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=bias_TxT)
-    x = x + self.out(mixed.transpose(1, 2).reshape(b, t, d))
+    routed = self.out(mixed.transpose(1, 2).reshape(b, t, d))
+    x = x + routed
     x = x + self.down(F.gelu(self.up(self.norm_mlp(x)), approximate="tanh"))
-    return x, weights, k.norm(dim=-1)
+    if not with_routing:
+      return x, None
+    prior = torch.softmax(bias_TxT, dim=-1)  # the content-free router: q.k = 0, only the brake
+    return x, (weights, prior, k.norm(dim=-1), routed)
 
 
 class TorchLM(nn.Module):
-  """`forward(tokens [B, T], brake, with_routing) -> (logits, [(weights [B,H,T,T], key_norms
-  [B,H,T], hidden [B,T,D])] per layer when with_routing)`."""
+  """`forward(tokens [B, T], brake, with_routing) -> (logits, layers)`; with routing, `layers` holds
+  per layer `(weights [B,H,T,T], prior [T,T], key_norms [B,H,T], hidden [B,T,D], routed [B,T,D])`:
+  the attention weights, their content-free prior (softmax of the brake alone), the keys' norms,
+  the residual stream after the block and the attention output before the residual add."""
 
   def __init__(self, *, vocab_size: int, seq_len: int, width: int, depth: int, n_heads: int,
                mlp_ratio: int):
@@ -88,9 +95,10 @@ class TorchLM(nn.Module):
     x = self.tokens(tokens_BxT) + self.positions
     layers = []
     for block in self.blocks:
-      x, weights, key_norms = block(x, bias, with_routing)
+      x, routing = block(x, bias, with_routing)
       if with_routing:
-        layers.append((weights, key_norms, x))
+        weights, prior, key_norms, routed = routing
+        layers.append((weights, prior, key_norms, x, routed))
     return self.unembed(self.norm_out(x)), layers
 
 
@@ -126,58 +134,97 @@ def _entropy_rows(w):
                       torch.zeros_like(w)).sum(-1)
 
 
-def routing_metrics(weights, key_norms, causal_TxT, *, eps: float, hub_factor: float) -> dict:
-  """`rc_jax.metrics.collapse_metrics`' routing part for causal attention weights `[B, H, T, T]`
-  and key norms `[B, H, T]` (every source is usable; NaN-ignoring means over batch x heads)."""
+def _ratio(num, den):
+  """`num / den`, NaN where `den <= 0`."""
+  return torch.where(den > 0, num / den, torch.full_like(num, math.nan))
+
+
+def routing_metrics(weights, prior_TxT, key_norms, causal_TxT, *, eps: float,
+                    hub_factor: float) -> dict:
+  """`rc_jax.metrics.collapse_metrics`' routing part for causal softmax attention weights
+  `A [B, H, T, T]`, their content-free prior `P [T, T]` and key norms `[B, H, T]`.
+
+  Every source is usable, and every row carries mass 1 (softmax), so the mass-weighted metrics
+  (`sink_mass_weighted`, the prior ratios, `shared_sources`' votes) are their unweighted forms.
+  Each metric is computed per batch x head, then averaged ignoring NaN.
+  """
   mask = causal_TxT.expand_as(weights)
   w = torch.where(mask, weights, torch.zeros_like(weights))
+  prior = torch.where(causal_TxT, prior_TxT, torch.zeros_like(prior_TxT))
   col_count = mask.sum(-2).float()                                 # [B, H, S]
   alpha = w.sum(-2) / col_count                                    # received mass
   row_count = mask.sum(-1).float()                                 # [B, H, T]
   share = torch.where(mask, 1.0 / row_count[..., None], torch.zeros_like(w))
   uniform = share.sum(-2) / col_count                              # uniform share per source
+  top = w.max(-1).values                                           # [B, H, T]
   out = {
       "sink_mass": _nanmean(alpha[..., 0]),
+      "sink_mass_weighted": _nanmean(alpha[..., 0]),
       "sink_excess": _nanmean(alpha[..., 0] / uniform[..., 0]),
+      # sum_i A_i0 / sum_i P_i0 = alpha_0(A) / alpha_0(P) (every target may use source 0)
+      "sink_excess_prior": _nanmean(_ratio(w[..., 0].sum(-1), prior[:, 0].sum())),
       "sink_rate": _nanmean((alpha[..., 0] > eps).float()),
-      "top_source_weight": _nanmean(w.max(-1).values.mean(-1)),
+      "top_source_weight": _nanmean(top.mean(-1)),
       "top_source_uniform": _nanmean((1.0 / row_count).mean(-1)),
+      "top_source_excess_prior": _nanmean(_ratio(top.sum(-1), prior.max(-1).values.sum())),
   }
   valid = row_count > 1
   entropy = _entropy_rows(w) / torch.log(row_count.clamp(min=2))
   out["routing_entropy"] = _nanmean(torch.where(valid, entropy, torch.zeros_like(entropy)).sum(-1)
                                     / valid.sum(-1))
-  out["hub_count"] = _nanmean((alpha > hub_factor * uniform).float().sum(-1))
+  out["above_uniform_mass_count"] = _nanmean((alpha > hub_factor * uniform).float().sum(-1))
+  out["shared_sources"] = _shared_sources(w, prior, causal_TxT, hub_factor)
   mean = key_norms.mean(-1, keepdim=True)
   std = ((key_norms - mean) ** 2).mean(-1).sqrt()
   out["key_norm_cv"] = _nanmean(std / mean[..., 0].clamp(min=1e-12))
   sorted_norms = key_norms.sort(-1).values
   n = key_norms.shape[-1]
   median = (sorted_norms[..., (n - 1) // 2] + sorted_norms[..., n // 2]) / 2
-  out["key_norm_log_spread"] = _nanmean(torch.log(key_norms.max(-1).values / median.clamp(min=1e-12)))
+  spread = torch.log(key_norms.max(-1).values / median.clamp(min=1e-12))
+  out["key_norm_log_spread"] = _nanmean(spread)
   dn = key_norms - mean
   da = alpha - alpha.mean(-1, keepdim=True)
   cov, var_n, var_a = (dn * da).sum(-1), (dn * dn).sum(-1), (da * da).sum(-1)
   cv = (var_n / n).sqrt() / mean[..., 0].abs().clamp(min=1e-12)
   corr = cov / (var_n * var_a).clamp(min=1e-12).sqrt()
   defined = (cv > 1e-4) & (var_a > 1e-12)
-  out["norm_mass_correlation"] = _nanmean(torch.where(defined, corr, torch.full_like(corr, math.nan)))
+  out["norm_mass_correlation"] = _nanmean(torch.where(defined, corr,
+                                                      torch.full_like(corr, math.nan)))
   return out
 
 
-def representation_metrics(x_BxTxD) -> dict:
-  """Effective rank, rank-collapse residual and massive-activation ratio of `x [B, T, D]`."""
+def _shared_sources(w, prior_TxT, causal_TxT, factor: float, min_share: float = 0.5,
+                    min_users: float = 0.5):
+  """Hubs: sources j usable by at least `max(1, min_users x #choice targets)` targets with a choice
+  (two or more sources), more than `min_share` of which give j over `factor` x its prior share
+  `P_ij`. Counted per batch x head `[B, H]`, then averaged; NaN when no target has a choice."""
+  choice = causal_TxT.sum(-1) >= 2                                 # [T]
+  users = causal_TxT & choice[:, None]                             # [T, S]
+  n_users = users.sum(-2).float()                                  # [S]
+  over = users & (w > factor * prior_TxT)                          # [B, H, T, S]
+  over_share = over.sum(-2).float() / n_users                      # NaN (never shared) for 0 users
+  enough_users = n_users >= max(1.0, min_users * float(choice.sum()))
+  count = (enough_users & (over_share > min_share)).float().sum(-1)
+  return _nanmean(count) if choice.any() else torch.tensor(math.nan)
+
+
+def rank_metrics(x_BxTxD) -> dict:
+  """Effective rank (of the uncentred tokens) and rank-collapse residual of `x [B, T, D]`."""
   sigma = torch.linalg.svdvals(x_BxTxD)
   p = sigma / sigma.sum(-1, keepdim=True).clamp(min=1e-12)
-  effective_rank = torch.exp(_entropy_rows(p))
   centred = x_BxTxD - x_BxTxD.mean(-2, keepdim=True)
   residual = centred.flatten(1).norm(dim=-1) / x_BxTxD.flatten(1).norm(dim=-1).clamp(min=1e-12)
+  return {"effective_rank": torch.exp(_entropy_rows(p)).mean(),
+          "rank_collapse_residual": residual.mean()}
+
+
+def massive_activation_ratio(x_BxTxD):
+  """`max|x| / median|x|` over each sequence's tokens x features, averaged over the batch."""
   magnitude = x_BxTxD.abs().flatten(1)
   sorted_mag = magnitude.sort(-1).values
   n = magnitude.shape[-1]
   median = (sorted_mag[:, (n - 1) // 2] + sorted_mag[:, n // 2]) / 2
-  return {"effective_rank": effective_rank.mean(), "rank_collapse_residual": residual.mean(),
-          "massive_activation_ratio": (magnitude.max(-1).values / median.clamp(min=1e-12)).mean()}
+  return (magnitude.max(-1).values / median.clamp(min=1e-12)).mean()
 
 
 @torch.no_grad()
@@ -188,9 +235,11 @@ def measure(model: TorchLM, probe, brake: float, *, eps: float = 0.3,
   logits, layers = model(inputs, brake, with_routing=True)
   causal = model.lag >= 0
   per_layer = []
-  for weights, key_norms, hidden in layers:
-    values = routing_metrics(weights, key_norms, causal, eps=eps, hub_factor=hub_factor)
-    values.update(representation_metrics(hidden))
+  for weights, prior, key_norms, hidden, routed in layers:
+    values = routing_metrics(weights, prior, key_norms, causal, eps=eps, hub_factor=hub_factor)
+    values.update(rank_metrics(hidden))
+    values["massive_activation_ratio"] = massive_activation_ratio(hidden)
+    values.update({f"{name}_routed": value for name, value in rank_metrics(routed).items()})
     per_layer.append(values)
   logs = {name: torch.stack([m[name] for m in per_layer]).numpy() for name in per_layer[0]}
   flat = logits.flatten(0, 1)

@@ -7,9 +7,10 @@ import numpy as np
 import torch
 
 from benchmarks import torch_lm
-from rc_jax import config_lib, tasks, train
+from rc_jax import config_lib, metrics, tasks, train
 from rc_jax.models import build_model
 from rc_jax.problem import build_problem
+from rc_jax.routers.routing import Routing
 
 
 def _config():
@@ -57,6 +58,34 @@ class TorchBaselineTest(absltest.TestCase):
     for name, value in got.items():
       np.testing.assert_allclose(value, np.asarray(expected[name]), rtol=2e-4, atol=2e-5,
                                  err_msg=name)
+
+  def test_same_routing_metrics_on_concentrated_weights(self):
+    # At initialisation shared_sources is 0; these hand-built weights (sharp, sink- and
+    # hub-favouring, with a strong brake among the priors) make every metric non-trivial.
+    t = 8
+    lag = np.arange(t)[:, None] - np.arange(t)[None, :]
+    causal = lag >= 0
+    rng = np.random.default_rng(0)
+    for brake in (0.3, 5.0):
+      bias = np.where(causal, -brake * lag, -np.inf)
+      prior = np.exp(bias - bias.max(-1, keepdims=True))
+      prior = (prior / prior.sum(-1, keepdims=True)).astype(np.float32)
+      logits = 8.0 * rng.normal(size=(2, 2, t, t)) + np.array([8.0, 4.0] + [0.0] * (t - 2))
+      logits = np.where(causal, logits + bias, -np.inf)
+      weights = np.exp(logits - logits.max(-1, keepdims=True))
+      weights = (weights / weights.sum(-1, keepdims=True)).astype(np.float32)
+      key_norms = rng.uniform(0.5, 2.0, size=(2, 2, t)).astype(np.float32)
+      got = torch_lm.routing_metrics(torch.from_numpy(weights), torch.from_numpy(prior),
+                                     torch.from_numpy(key_norms), torch.from_numpy(causal),
+                                     eps=0.3, hub_factor=2.0)
+      expected = metrics.collapse_metrics(
+          Routing(weights=weights, mask=causal, key_norms=key_norms),
+          prior=Routing(weights=prior, mask=causal, key_norms=np.zeros(t, np.float32)))
+      self.assertEqual(set(got), set(expected))
+      self.assertGreater(float(expected["shared_sources"]), 0.0)
+      for name, value in got.items():
+        np.testing.assert_allclose(value.numpy(), np.asarray(expected[name]), rtol=2e-4,
+                                   atol=2e-5, err_msg=f"{name} at brake {brake}")
 
   def test_same_initial_scales(self):
     torch.manual_seed(0)
