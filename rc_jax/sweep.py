@@ -210,12 +210,25 @@ def program_builders(trainer: Trainer, devices) -> SweepPrograms:
   return SweepPrograms(build, compile_chunk, compile_init)
 
 
+_BUILDERS: dict[tuple, tuple[Trainer, SweepPrograms]] = {}  # holds the trainer: its id stays its
+
+
+def builders_for(trainer: Trainer, devices) -> SweepPrograms:
+  """`program_builders(trainer, devices)`, one per (trainer, devices) in this process: sweeps of one
+  trainer share its jitted programs, so a program compiled for a shape (a plan's probe included) is
+  not compiled again."""
+  key = (id(trainer), tuple(d.id for d in devices))
+  if key not in _BUILDERS:
+    _BUILDERS[key] = (trainer, program_builders(trainer, list(devices)))
+  return _BUILDERS[key][1]
+
+
 def compile_sweep(trainer: Trainer, config, devices=None) -> CompiledSweep:
   """jit(vmap over devices(execute over runs(trainer fn))) with the run axis sharded, compiled: the
   init program in a background thread while the chunk compiles (XLA releases the GIL, so the two
   compile side by side). In "auto" mode `memory_plan.choose` picks the execution."""
   devices = list(jax.devices() if devices is None else devices)
-  programs = program_builders(trainer, devices)
+  programs = builders_for(trainer, devices)
   per_device, _ = _layout(len(config_lib.run_grid(config)), len(devices))
   mode = config.execution.mode
   program = programs.build("vmap" if mode == "auto" else mode,

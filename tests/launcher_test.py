@@ -206,8 +206,7 @@ class LauncherKillAnywhereTest(absltest.TestCase):
     with tempfile.TemporaryDirectory() as tmp:
       reference = sweep.run_sweep(config_lib.base_config("attention", "tiny"),
                                   os.path.join(tmp, "reference"))
-      env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(tmp, "cache"),
-                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+      env = dict(os.environ, RC_JAX_CACHE_DIR=os.path.join(tmp, "cache"))
       workdir = os.path.join(tmp, "killed")
       flags = (f"--config={_ROOT}/configs/attention.py:tiny", f"--workdir={workdir}")
       proc = _launch(*flags, env=env)

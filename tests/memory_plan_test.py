@@ -8,7 +8,6 @@ import jax
 
 from rc_jax import config_lib, memory_plan, sweep
 from rc_jax.memory_plan import Footprint, PerRun
-from rc_jax.train import make_train
 
 GIB = 2**30
 
@@ -74,7 +73,8 @@ class ChooseTest(absltest.TestCase):
     super().setUpClass()
     cls.config = config_lib.base_config("attention", "tiny")
     cls.devices = jax.devices()[:1]
-    cls.programs = sweep.program_builders(make_train(cls.config), cls.devices)
+    # the programs run_sweep uses for this config (its refusal below reuses these compilations)
+    cls.programs = sweep.builders_for(sweep.trainer_for(cls.config), cls.devices)
     build, compile_chunk = cls.programs.build, cls.programs.compile_chunk
     cls.footprints = {runs: Footprint.of(compile_chunk(build("vmap", runs), runs))
                       for runs in (1, 2, 4)}

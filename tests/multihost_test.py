@@ -45,8 +45,7 @@ class TwoProcessSweepTest(absltest.TestCase):
                      for name in _TABLES}
     cls.env = dict(os.environ, PYTHONPATH=_ROOT, JAX_PLATFORMS="cpu",
                    XLA_FLAGS="--xla_force_host_platform_device_count=2",
-                   JAX_COMPILATION_CACHE_DIR=os.path.join(cls._tmp.name, "compilation_cache"),
-                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+                   RC_JAX_CACHE_DIR=os.path.join(cls._tmp.name, "compilation_cache"))
 
   @classmethod
   def tearDownClass(cls):
