@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 
-from absl import logging as absl_logging
 import numpy as np
 
 
@@ -125,15 +124,16 @@ def run_engine(args, config) -> dict:
   compiles = _Compiles()
   compile_cache.enable(args.cache_dir)
   plan_log = _PlanLog()
-  absl_logging.set_verbosity(absl_logging.INFO)
-  absl_logging.get_absl_logger().addHandler(plan_log)
+  rc_jax_logger = pylogging.getLogger("rc_jax")  # run_sweep's progress, the plan among it
+  rc_jax_logger.setLevel(pylogging.INFO)
+  rc_jax_logger.addHandler(plan_log)
   peak = jax_matmul_peak()
   compiles.reset()  # count only the sweep's compilations
   with tempfile.TemporaryDirectory() as workdir:
     t0 = time.perf_counter()
     result = sweep.run_sweep(config, workdir)
     wall = time.perf_counter() - t0
-  steady_steps = config.train.steps - config.train.chunk_steps
+  steady_steps = config.train.steps  # train_s: every chunk (compilation is timed apart)
   timings = result.timings
   return {"wall_s": wall, "steady_s": timings["train_s"], "steady_steps": steady_steps,
           "steady_run_steps_per_s": args.runs * steady_steps / timings["train_s"],

@@ -153,12 +153,13 @@ def compiled_for(config, devices=None) -> tuple[Trainer, CompiledSweep]:
   return _COMPILED[cache_key]
 
 
-# XLA:CPU options (measured in benchmarks/RESULTS.md): LLVM at -O1 instead of the default (~35%
-# less compilation, the same steady-state speed: the dots run in library kernels), and YNNPACK for
-# dots only (its reduction fusions made a 16-run vmapped width-64 step 25% slower). The init program
-# runs once: -O0 (a third less compilation, 0.2 s slower).
-_CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1,
-                         "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+# XLA:CPU options: LLVM at -O1 instead of the default (~35% less compilation, the same
+# steady-state speed: the dots run in library kernels). Not `xla_cpu_experimental_ynn_fusion_type=
+# LIBRARY_FUSION_TYPE_DOT`: with it the first execution of the attention cpu preset's 16 vmapped
+# runs hung in XLA (jaxlib 0.10.2, 2 cores; 0% CPU, main thread waiting for the result), twice in
+# two tries; without it the same sweep runs. The init program runs once: -O0 (a third less
+# compilation, 0.2 s slower).
+_CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 _CPU_INIT_COMPILER_OPTIONS = dict(_CPU_COMPILER_OPTIONS, xla_backend_optimization_level=0)
 
 
