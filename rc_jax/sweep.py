@@ -153,8 +153,8 @@ def compiled_for(config, devices=None) -> tuple[Trainer, CompiledSweep]:
   return _COMPILED[cache_key]
 
 
-# XLA:CPU options: LLVM at -O1 instead of the default (~35% less compilation, the same
-# steady-state speed: the dots run in library kernels). Not `xla_cpu_experimental_ynn_fusion_type=
+# XLA:CPU options unless XLA_FLAGS sets the level: LLVM at -O1 instead of the default (~35% less
+# compilation, the same steady-state speed: the dots run in library kernels). Not `xla_cpu_experimental_ynn_fusion_type=
 # LIBRARY_FUSION_TYPE_DOT`: with it the first execution of the attention cpu preset's 16 vmapped
 # runs hung in XLA (jaxlib 0.10.2, 2 cores; 0% CPU, main thread waiting for the result), twice in
 # two tries; without it the same sweep runs. The init program runs once: -O0 (a third less
@@ -178,8 +178,9 @@ def program_builders(trainer: Trainer, devices) -> SweepPrograms:
   mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",),
                            axis_types=(jax.sharding.AxisType.Auto,))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
-  cpu = devices[0].platform == "cpu"
-  options, init_options = (_CPU_COMPILER_OPTIONS, _CPU_INIT_COMPILER_OPTIONS) if cpu else (None, None)
+  own_level = "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")
+  options, init_options = ((_CPU_COMPILER_OPTIONS, _CPU_INIT_COMPILER_OPTIONS)
+                           if devices[0].platform == "cpu" and own_level else (None, None))
 
   def init_one(key_data, hparams):
     return trainer.init(jax.random.wrap_key_data(key_data), hparams)
@@ -434,7 +435,7 @@ def _open_part(part: _Part, workdir: str) -> _Part:
 def _train_part(part: _Part, *, stop_after_chunks, reporter, tensorboard_dir) -> _Trained:
   """Trains the part's runs from its restored checkpoint (or from scratch), checkpointing each
   chunk; closes its store."""
-  t_start = time.perf_counter()
+  t_start = time.perf_counter() - part.compile_s  # the part's total_s counts its compilation
   config, runs, trainer, compiled, store = (part.config, part.runs, part.trainer, part.compiled,
                                             part.store)
   fingerprint, n_devices = config_fingerprint(config), part.n_devices

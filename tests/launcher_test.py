@@ -22,7 +22,13 @@ ROUTERS = ("attention", "graph", "ssm", "rwkv", "depth")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _launch(*flags, env=None):
+# one compilation cache for this module's launches (the kill test's attention sweep is the tiny
+# presets test's), removed at exit
+_CACHE = tempfile.TemporaryDirectory(prefix="rc_jax_launcher_test_cache-")
+
+
+def _launch(*flags):
+  env = dict(os.environ, RC_JAX_CACHE_DIR=_CACHE.name)
   return subprocess.Popen([sys.executable, _LAUNCHER, *flags], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, cwd=_ROOT, env=env)
 
@@ -206,17 +212,16 @@ class LauncherKillAnywhereTest(absltest.TestCase):
     with tempfile.TemporaryDirectory() as tmp:
       reference = sweep.run_sweep(config_lib.base_config("attention", "tiny"),
                                   os.path.join(tmp, "reference"))
-      env = dict(os.environ, RC_JAX_CACHE_DIR=os.path.join(tmp, "cache"))
       workdir = os.path.join(tmp, "killed")
       flags = (f"--config={_ROOT}/configs/attention.py:tiny", f"--workdir={workdir}")
-      proc = _launch(*flags, env=env)
+      proc = _launch(*flags)  # the module's cache: the rerun compiles nothing
       pattern = _MOMENTS[moment]
       while pattern and not glob.glob(os.path.join(workdir, pattern)) and proc.poll() is None:
         time.sleep(0.002)
       time.sleep(delay)
       proc.send_signal(signal.SIGKILL)
       proc.communicate()
-      rerun = _launch(*flags, env=env)
+      rerun = _launch(*flags)
       _, stderr = rerun.communicate(timeout=600)
       context = f"killed at '{moment}' + {delay:.3f}s: {stderr[-2000:]}"
       self.assertEqual(rerun.returncode, 0, context)
