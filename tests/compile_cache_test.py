@@ -9,6 +9,7 @@ from unittest import mock
 
 from absl.testing import absltest, parameterized
 import jax
+import pytest
 
 from rc_jax import compile_cache
 
@@ -69,6 +70,7 @@ class ResolveTest(parameterized.TestCase):
       self.assertIsNone(compile_cache.resolve_dir())
 
 
+@pytest.mark.slow
 class NewProcessTest(absltest.TestCase):
 
   def test_resuming_in_a_new_process_compiles_nothing(self):

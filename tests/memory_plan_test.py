@@ -5,6 +5,7 @@ import tempfile
 
 from absl.testing import absltest
 import jax
+import pytest
 
 from rc_jax import config_lib, memory_plan, sweep
 from rc_jax.memory_plan import Footprint, PerRun
@@ -65,6 +66,7 @@ class PeakModelTest(absltest.TestCase):
       config_lib.validate(config)
 
 
+@pytest.mark.slow
 class ChooseTest(absltest.TestCase):
   """On the tiny attention chunk, 4 runs on one device (compiled, never run)."""
 

@@ -10,9 +10,9 @@ import tempfile
 from unittest import mock
 
 from absl.testing import absltest, parameterized
-import numpy as np
-
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+import numpy as np
+import pytest
 
 from rc_jax import artifacts, outputs, plots
 
@@ -359,6 +359,7 @@ class BrakeAxisTest(parameterized.TestCase):
     self.assertEqual(_overlaps(boxes), [])
 
 
+@pytest.mark.slow
 class PlotsEdgeCasesTest(parameterized.TestCase):
 
   @parameterized.named_parameters(

@@ -116,6 +116,7 @@ def _max_diffs(jax_out, hf_attentions, hf_hidden):
 
 
 @absltest.skipIf(transformers is None, _NEEDS_HF)
+@pytest.mark.slow
 class RandomCheckpointParityTest(parameterized.TestCase):
 
   def _save(self, case: str, seed: int, **save_kwargs):

@@ -8,6 +8,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from rc_jax import config_lib
 from rc_jax.models import build_model
@@ -73,6 +74,7 @@ def _head_mean(kernel_CxTxT, n_heads):
                    for h in range(n_heads)], axis=-3)
 
 
+@pytest.mark.slow
 class RwkvMixerTest(parameterized.TestCase):
 
   @parameterized.parameters(((), 1), ((2, 3), 1), ((2,), 2), ((), 4))
@@ -264,6 +266,7 @@ def _init_apply(module, x=_X, brake=0.3):
   return params, apply(params, x, brake)
 
 
+@pytest.mark.slow
 class RwkvModuleTest(parameterized.TestCase):
 
   @parameterized.parameters(

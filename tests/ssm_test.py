@@ -8,6 +8,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from rc_jax.models import mixers
 from rc_jax.routers import scan
@@ -127,6 +128,7 @@ class SelectiveScanTest(parameterized.TestCase):
                                 value_and_grad(_loop_selective_scan)(*args), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 class SelectiveSSMTest(parameterized.TestCase):
 
   @parameterized.parameters(((), 1), ((2, 3), 2), ((2,), 4))
@@ -393,6 +395,7 @@ def _mixer_reference(mixer, variables, x, brake):
   return y @ p["out"]["kernel"]
 
 
+@pytest.mark.slow
 class SSMMixerTest(parameterized.TestCase):
 
   @parameterized.parameters(dict(), dict(conv_width=0), dict(gate=False), dict(dt_rank=3),

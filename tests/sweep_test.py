@@ -79,6 +79,7 @@ def _run_state(state, run):
   return jax.tree.map(one, state)
 
 
+@pytest.mark.slow
 class SweepTest(absltest.TestCase):
 
   @classmethod

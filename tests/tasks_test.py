@@ -9,6 +9,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from rc_jax import tasks
 from rc_jax.tasks import backcopy
@@ -22,6 +23,7 @@ def _sampler(name, **options):
   return tasks.make_sequence_task(name, task_key=jax.random.key(7), **sizes)
 
 
+@pytest.mark.slow
 class SequenceTaskTest(parameterized.TestCase):
 
   @parameterized.parameters(*tasks.SEQUENCE_TASKS)

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+import pytest
 
 from benchmarks import torch_lm
 from rc_jax import config_lib, metrics, tasks, train
@@ -17,6 +18,7 @@ def _config():
   return config_lib.base_config("attention", "tiny")  # width 16, seq 16, 2 heads
 
 
+@pytest.mark.slow
 class TorchBaselineTest(absltest.TestCase):
 
   @classmethod
