@@ -154,11 +154,11 @@ def compiled_for(config, devices=None) -> tuple[Trainer, CompiledSweep]:
 
 
 # XLA:CPU options unless XLA_FLAGS sets the level: LLVM at -O1 instead of the default (~35% less
-# compilation, the same steady-state speed: the dots run in library kernels). Not `xla_cpu_experimental_ynn_fusion_type=
+# compilation, the same steady-state speed: the dots run in library kernels); the init program runs
+# once: -O0 (a third less compilation, 0.2 s slower). Not `xla_cpu_experimental_ynn_fusion_type=
 # LIBRARY_FUSION_TYPE_DOT`: with it the first execution of the attention cpu preset's 16 vmapped
-# runs hung in XLA (jaxlib 0.10.2, 2 cores; 0% CPU, main thread waiting for the result), twice in
-# two tries; without it the same sweep runs. The init program runs once: -O0 (a third less
-# compilation, 0.2 s slower).
+# runs hung in XLA (jaxlib 0.10.2, 2 cores; 0% CPU, the main thread waiting for the result), twice
+# in two tries; without it the same sweep runs.
 _CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 _CPU_INIT_COMPILER_OPTIONS = dict(_CPU_COMPILER_OPTIONS, xla_backend_optimization_level=0)
 
@@ -212,7 +212,8 @@ def program_builders(trainer: Trainer, devices) -> SweepPrograms:
   return SweepPrograms(build, compile_chunk, compile_init)
 
 
-_BUILDERS: dict[tuple, tuple[Trainer, SweepPrograms]] = {}  # holds the trainer: its id stays its
+# (trainer, its programs): holding the trainer keeps its id from being reused
+_BUILDERS: dict[tuple, tuple[Trainer, SweepPrograms]] = {}
 
 
 def builders_for(trainer: Trainer, devices) -> SweepPrograms:
@@ -396,12 +397,12 @@ def _compile_part(grid_part: grid.Part, devices, workdir: str,
   config = grid_part.config
   runs = config_lib.run_grid(config)
   trainer = trainer_for(config)  # reads the task's data: may raise ValueError
-  n_devices = len(jax.devices() if devices is None else devices)
+  devices = tuple(jax.devices() if devices is None else devices)
+  n_devices = len(devices)
   per_device, _ = _layout(len(runs), n_devices)
   one_state, one_logs = _one_run_shapes(trainer)
   grid_limits.check_grid(len(runs), n_devices, one_state, one_logs, len(trainer.logged_steps),
                          max_to_keep=config.checkpoint.max_to_keep, workdir=workdir)
-  devices = tuple(jax.devices() if devices is None else devices)
   cached = _compiled_key(config, devices) in _COMPILED
   mode = config.execution.mode
   reporter.compiling(cached=cached, n_runs=len(runs), n_devices=n_devices, per_device=per_device,
