@@ -16,10 +16,11 @@ fresh process with a fresh (cold) compilation cache:
               sampler, converted) and in-loop measurement in PyTorch (the faster of 1 thread and
               PyTorch's default, measured at the start).
 
-Reported per cell: steady-state run-steps/s (the engine: the second chunk, as the first holds the
-compilation; sequential: the runs after the compilation; torch: the training loops), end-to-end
-wall time (compilation included; projected to the default sweep's steps, the cpu preset's
-`train.steps`, as end-to-end + the remaining steps at the steady rate), compilation seconds, peak resident memory, and model FLOP/s (analytic,
+Reported per cell: steady-state run-steps/s (the engine: its chunks, checkpoints included, as
+`run_sweep` compiles ahead of the first call; sequential: the runs after the compilation; torch:
+the training loops), end-to-end wall time (compilation included; projected to the default sweep's
+steps, the cpu preset's `train.steps`, as end-to-end + the remaining steps at the steady rate),
+compilation seconds, peak resident memory, and model FLOP/s (analytic,
 `shapes.train_flops_per_run_step`) against the float32 matmul peak measured in the same process.
 Also: the engine under explicit execution modes (against auto), its metrics overhead (a
 measurement every 50 steps vs once per chunk, by linearity), its compilation cold vs warm (a second
@@ -246,14 +247,15 @@ def _report(cells, extra, shapes_list, runs_list, impls, steps, repeats, load_st
     summary.append(f"- auto plan: {cold.get('plan', '')}")
   if overhead:
     summary.append(
-        f"- engine metrics overhead at {HEADLINE}: chunk of 200 steps {overhead['chunk_s_metrics_every_log']:.2f}s"
-        f" with {overhead['measures_per_chunk']} measurements vs "
+        f"- engine metrics overhead at {HEADLINE}: chunk of 200 steps "
+        f"{overhead['chunk_s_metrics_every_log']:.2f}s with {overhead['measures_per_chunk']} measurements vs "
         f"{overhead['chunk_s_metrics_once']:.2f}s with one -> {overhead['measure_s'] * 1e3:.0f} ms "
         f"per measurement, overhead {100 * overhead['metrics_overhead']:.1f}% of training")
   if extra.get("torch_off") and head.get("torch"):
     off, on = extra["torch_off"], head["torch"]
-    summary.append(f"- torch metrics overhead: {100 * (off['steady_run_steps_per_s'] / on['steady_run_steps_per_s'] - 1):.1f}%"
-                   f" ({on['steady_run_steps_per_s']:.1f} vs {off['steady_run_steps_per_s']:.1f} run-steps/s)")
+    on_rate, off_rate = on["steady_run_steps_per_s"], off["steady_run_steps_per_s"]
+    summary.append(f"- torch metrics overhead: {100 * (off_rate / on_rate - 1):.1f}% "
+                   f"({on_rate:.1f} vs {off_rate:.1f} run-steps/s)")
   for shape in shapes_list:
     auto = cells.get((shape, HEADLINE[1], "engine"))
     mode_cells = {m: r for (sh, m), r in extra.get("modes", {}).items() if sh == shape}

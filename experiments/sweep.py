@@ -157,7 +157,7 @@ def main(argv):
   workdir = _WORKDIR.value or _default_workdir(config)
   try:
     result = sweep.run_sweep(config, workdir, overwrite_outputs=_OVERWRITE.value)
-  except (OSError, ValueError) as err:  # MemoryBudgetError, WorkdirError and bad data are ValueErrors
+  except (OSError, ValueError) as err:  # MemoryBudgetError, WorkdirError, bad data: ValueErrors
     _fail(err)
   if not distributed.is_main():
     return
