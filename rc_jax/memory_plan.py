@@ -234,13 +234,12 @@ def plan_config(config, devices=None, *, n_runs: int | None = None,
   nothing run or written). `n_runs` overrides the grid's run count (e.g. 128); `cache_bytes` applies
   the CPU group limit (default: none, the plan of an accelerator with this budget)."""
   from rc_jax import config_lib, sweep  # pylint: disable=g-import-not-at-top  (sweep imports us)
-  from rc_jax.train import make_train  # pylint: disable=g-import-not-at-top
   config_lib.validate(config)
-  devices = list(jax.devices() if devices is None else devices)
+  devices = tuple(jax.devices() if devices is None else devices)
   n_runs = len(config_lib.run_grid(config)) if n_runs is None else n_runs
   runs = -(-n_runs // len(devices))
   budget, source = budget_bytes(devices, config.execution.memory_budget_gib)
-  programs = sweep.program_builders(make_train(config), devices)
+  programs = sweep.builders_for(sweep.trainer_for(config), devices)  # what run_sweep reuses
   per_run = estimate(programs.build, programs.compile_chunk)
   vmap_peak = per_run.peak(runs, runs)
   plan = MemoryPlan("vmap", runs, runs, budget, source, vmap_peak, vmap_peak, per_run)

@@ -212,25 +212,19 @@ def program_builders(trainer: Trainer, devices) -> SweepPrograms:
   return SweepPrograms(build, compile_chunk, compile_init)
 
 
-# (trainer, its programs): holding the trainer keeps its id from being reused
-_BUILDERS: dict[tuple, tuple[Trainer, SweepPrograms]] = {}
-
-
-def builders_for(trainer: Trainer, devices) -> SweepPrograms:
+@functools.lru_cache(maxsize=None)
+def builders_for(trainer: Trainer, devices: tuple) -> SweepPrograms:
   """`program_builders(trainer, devices)`, one per (trainer, devices) in this process: sweeps of one
   trainer share its jitted programs, so a program compiled for a shape (a plan's probe included) is
   not compiled again."""
-  key = (id(trainer), tuple(d.id for d in devices))
-  if key not in _BUILDERS:
-    _BUILDERS[key] = (trainer, program_builders(trainer, list(devices)))
-  return _BUILDERS[key][1]
+  return program_builders(trainer, list(devices))
 
 
 def compile_sweep(trainer: Trainer, config, devices=None) -> CompiledSweep:
   """jit(vmap over devices(execute over runs(trainer fn))) with the run axis sharded, compiled: the
   init program in a background thread while the chunk compiles (XLA releases the GIL, so the two
   compile side by side). In "auto" mode `memory_plan.choose` picks the execution."""
-  devices = list(jax.devices() if devices is None else devices)
+  devices = tuple(jax.devices() if devices is None else devices)
   programs = builders_for(trainer, devices)
   per_device, _ = _layout(len(config_lib.run_grid(config)), len(devices))
   mode = config.execution.mode
@@ -356,15 +350,11 @@ def _warn_if_other_execution(workdir: str, done: list[str], label: str) -> None:
         "summary.json)", workdir, label, len(done), " and ".join(others))
 
 
-_SHAPES: dict[int, tuple] = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _one_run_shapes(trainer: Trainer) -> tuple:
   """`(state, logs)` shapes of one run after `trainer.init` (traced once per trainer)."""
-  if id(trainer) not in _SHAPES:
-    hparams = {"brake": jnp.float32(0.0), "learning_rate": jnp.float32(1e-3)}
-    _SHAPES[id(trainer)] = jax.eval_shape(trainer.init, jax.random.key(0), hparams)
-  return _SHAPES[id(trainer)]
+  hparams = {"brake": jnp.float32(0.0), "learning_rate": jnp.float32(1e-3)}
+  return jax.eval_shape(trainer.init, jax.random.key(0), hparams)
 
 
 class _Part(NamedTuple):

@@ -76,7 +76,7 @@ class ChooseTest(absltest.TestCase):
     cls.config = config_lib.base_config("attention", "tiny")
     cls.devices = jax.devices()[:1]
     # the programs run_sweep uses for this config (its refusal below reuses these compilations)
-    cls.programs = sweep.builders_for(sweep.trainer_for(cls.config), cls.devices)
+    cls.programs = sweep.builders_for(sweep.trainer_for(cls.config), tuple(cls.devices))
     build, compile_chunk = cls.programs.build, cls.programs.compile_chunk
     cls.footprints = {runs: Footprint.of(compile_chunk(build("vmap", runs), runs))
                       for runs in (1, 2, 4)}
