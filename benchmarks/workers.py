@@ -178,12 +178,11 @@ def _torch_data(config):
   key chain as `train.py`) and probe batch, from rc_jax's sampler, as int64 torch tensors."""
   import jax  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
-  from rc_jax import tasks  # pylint: disable=g-import-not-at-top
+  from rc_jax import problem, tasks  # pylint: disable=g-import-not-at-top
   task = config.task
-  make = lambda batch_size: tasks.make_sequence_task(
-      task.name, vocab_size=task.vocab_size, seq_len=task.seq_len, batch_size=batch_size,
+  sample = tasks.make_sequence_task(
+      task.name, vocab_size=task.vocab_size, seq_len=task.seq_len, batch_size=task.batch_size,
       task_key=jax.random.key(task.seed), **dict(task.options))
-  sample = make(task.batch_size)
 
   @jax.jit
   def all_batches(seed_key):
@@ -201,7 +200,7 @@ def _torch_data(config):
     inputs, targets = torch.from_numpy(inputs).long(), torch.from_numpy(targets).long()
     return list(zip(inputs, targets))
 
-  probe = make(task.probe_batch_size)(jax.random.fold_in(jax.random.key(task.seed), 1))
+  probe = problem.sequence_probe_batch(task)
   as_long = lambda x: torch.from_numpy(np.array(x)).long()
   return batches, (as_long(probe.inputs), as_long(probe.targets))
 

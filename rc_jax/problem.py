@@ -64,11 +64,17 @@ def _sequence_sampler(task_cfg, batch_size: int):
   return sample, task_cfg.vocab_size
 
 
+def sequence_probe_batch(task_cfg):
+  """The fixed probe batch of a sequence task (`task.probe_batch_size` sequences, drawn from the
+  task seed): what every run of a sweep is measured on."""
+  probe_sample, _ = _sequence_sampler(task_cfg, task_cfg.probe_batch_size)
+  return probe_sample(jax.random.fold_in(jax.random.key(task_cfg.seed), 1))
+
+
 def _sequence_problem(config) -> Problem:
   task_cfg = config.task
   sample, vocab_size = _sequence_sampler(task_cfg, task_cfg.batch_size)
-  probe_sample, _ = _sequence_sampler(task_cfg, task_cfg.probe_batch_size)
-  probe_batch = probe_sample(jax.random.fold_in(jax.random.key(task_cfg.seed), 1))
+  probe_batch = sequence_probe_batch(task_cfg)
   shuffled_inputs = shuffle_probe(probe_batch.inputs,
                                   jax.random.fold_in(jax.random.key(task_cfg.seed), 2))
   model = build_model(config, vocab_size)

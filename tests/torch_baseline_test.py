@@ -8,9 +8,9 @@ import torch
 import pytest
 
 from benchmarks import torch_lm
-from rc_jax import config_lib, metrics, tasks, train
+from rc_jax import config_lib, metrics, train
 from rc_jax.models import build_model
-from rc_jax.problem import build_problem
+from rc_jax.problem import build_problem, sequence_probe_batch
 from rc_jax.routers.routing import Routing
 
 
@@ -49,11 +49,7 @@ class TorchBaselineTest(absltest.TestCase):
     trainer = train.make_train(self.config)
     hparams = {"brake": jnp.float32(0.3), "learning_rate": jnp.float32(3e-3)}
     expected = jax.jit(trainer.measure)(self.params, hparams)
-    task = self.config.task
-    probe = tasks.make_sequence_task(task.name, vocab_size=task.vocab_size, seq_len=task.seq_len,
-                                     batch_size=task.probe_batch_size,
-                                     task_key=jax.random.key(task.seed), **dict(task.options))(
-                                         jax.random.fold_in(jax.random.key(task.seed), 1))
+    probe = sequence_probe_batch(self.config.task)  # the batch trainer.measure reads
     as_long = lambda x: torch.from_numpy(np.array(x)).long()
     got = torch_lm.measure(self.model, (as_long(probe.inputs), as_long(probe.targets)), 0.3)
     self.assertEqual(set(got), set(expected) - {"loss", "step"})
