@@ -174,6 +174,7 @@ def routing_metrics(weights, prior_TxT, key_norms, causal_TxT, *, eps: float,
                                     / valid.sum(-1))
   out["above_uniform_mass_count"] = _nanmean((alpha > hub_factor * uniform).float().sum(-1))
   out["shared_sources"] = _shared_sources(w, prior, causal_TxT, hub_factor)
+  out["hub_excess"] = _hub_excess(w, prior, causal_TxT)
   mean = key_norms.mean(-1, keepdim=True)
   std = ((key_norms - mean) ** 2).mean(-1).sqrt()
   out["key_norm_cv"] = _nanmean(std / mean[..., 0].clamp(min=1e-12))
@@ -206,6 +207,14 @@ def _shared_sources(w, prior_TxT, causal_TxT, factor: float, min_share: float = 
   enough_users = n_users >= max(1.0, min_users * float(choice.sum()))
   count = (enough_users & (over_share > min_share)).float().sum(-1)
   return _nanmean(count) if choice.any() else torch.tensor(math.nan)
+
+
+def _hub_excess(w, prior_TxT, causal_TxT):
+  """Per head, the largest share of its routing mass (rows with a choice, pooled over the batch)
+  one source takes beyond the prior; the max over heads (`rc_jax.metrics.hub_excess`)."""
+  choice = (causal_TxT.sum(-1) >= 2).float()                        # [T]
+  excess = ((w - prior_TxT) * choice[:, None]).sum(dim=(0, 2))      # [H, S]
+  return (excess.max(-1).values / (w.shape[0] * choice.sum())).max()
 
 
 def rank_metrics(x_BxTxD) -> dict:

@@ -288,6 +288,69 @@ def shared_source_count(routing: Routing, prior: Routing | None = None, factor: 
   return _reduce(jnp.where((n_choice > 0) & (total_vote > 0), count, jnp.nan), reduce)
 
 
+def _head_pooling_axes(weights: jax.Array, head_axis: int | None | str) -> tuple[int, ...]:
+  """The leading axes `hub_excess` pools rows over (all leading axes but the head axis)."""
+  lead = weights.ndim - 2
+  if head_axis == "auto":
+    head_axis = None if weights.shape[-2] == 1 or lead == 0 else -3
+  if head_axis is None:
+    return tuple(range(lead))
+  if not -weights.ndim <= head_axis < -2 and not 0 <= head_axis < lead:
+    raise ValueError(f"head_axis={head_axis} is not a leading axis of weights {weights.shape}")
+  head = head_axis % weights.ndim
+  return tuple(a for a in range(lead) if a != head)
+
+
+def hub_excess(routing: Routing, prior: Routing | None = None, reduce: bool = True, *,
+               head_axis: int | None | str = "auto") -> jax.Array:
+  """Per head, the largest share of its routing mass that one source takes beyond the prior.
+
+  The concentration statistic of the report: a sink (or any hub) is a source that receives mass
+  from many targets in addition to what the router's positional prior gives it. For one head, with
+  `R` its rows (targets with `|M_i| >= 2`, over every sequence of the batch), `m_i` the routing's
+  `row_mass` (1 for normalising routers) and `P` the prior (uniform without one):
+
+      E_j = sum_{i in R, M_ij} m_i (A_ij - P_ij) / sum_{i in R} m_i        hub_excess = max_j E_j
+
+  `E_j` is in units of routing mass: the fraction of everything the head routes that goes to source
+  `j` beyond the prior. Properties that make it a fair concentration reading for every router:
+
+  - mass, not votes: a head sinking s of every row onto one source reads about `s (1 - P_i0)`
+    (0.27 for s = 0.3 on a uniform causal T = 32 base); a token-conditional sink (20% of rows
+    putting 0.8 on BOS) about 0.15; a dormant head (all mass on BOS on 70% of rows) about 0.6;
+  - per head: `reduce=True` takes the max over heads, so one sinking head among many is seen;
+  - locality is not a hub: source j can only take mass from the rows that may use it, so a late
+    source (few users under a causal mask) or self / previous-token / decay routing, whose excess
+    is spread over all sources, read ~1/T (0.03 at T = 32);
+  - absolute: a decay router's near-zero prior share on far sources cannot inflate it (no ratio),
+    and routing == prior gives exactly 0; `max_j E_j >= 0` since rows of A and P both sum to 1;
+  - content-free noise averages out: the signed excess of random logits has mean ~0 per source
+    (attention at initialisation reads 0.02-0.07), and a brake, which makes both A and P local,
+    moves the excess onto sources few rows share, so it does not grow with the brake.
+
+  Rows are pooled over the leading axes other than the head axis (batch, tokens); the head axis is
+  `head_axis`: by default `-3` for routings with several targets (`[..., H, T, S]`: attention, SSM,
+  RWKV `[B, H, T, T]`, graph `[H, N, N]`) and none when there is one target per leading index
+  (AttnRes depth routing `[B, T, 1, S]`: every token is a row of one router), or when the weights
+  are a single `[T, S]`. `None` pools every leading axis.
+
+  Returns:
+    `reduce=True`: the max over heads (NaN-ignoring; NaN if no head has a row with a choice);
+    `reduce=False`: `[H]` per head (the non-pooled leading axes), NaN for a head without rows.
+  """
+  weights, mask = _weights_and_mask(routing)
+  prior_weights = _prior_weights(routing, prior)
+  choice = jnp.sum(mask, axis=-1) >= 2                                     # [..., T]
+  row_weight = jnp.where(choice, _target_mass(routing, True), 0.0)         # [..., T]
+  users = jnp.where(mask, row_weight[..., None], 0.0)                      # [..., T, S]
+  excess = jnp.sum(users * (weights - prior_weights), axis=-2)             # [..., S]
+  pool = _head_pooling_axes(weights, head_axis)
+  excess = jnp.sum(excess, axis=pool)                                      # [H, S]
+  total = jnp.sum(row_weight, axis=(-1,) + pool)                           # [H]
+  per_head = _ratio(jnp.max(excess, axis=-1), total)
+  return jnp.nanmax(per_head) if reduce else per_head
+
+
 def _usable_sources(routing: Routing) -> jax.Array:
   """Bool `[..., S]`: sources at least one target may use, broadcast against key_norms."""
   mask = jnp.broadcast_to(jnp.asarray(routing.mask, bool), routing.weights.shape)
@@ -385,8 +448,8 @@ def collapse_metrics(routing: Routing, x: jax.Array | None = None, *, prior: Rou
     x: optional `[..., N, D]` residual stream after the layer: `effective_rank`,
       `rank_collapse_residual`, `massive_activation_ratio`.
     prior: optional content-free routing of the same shape. `sink_excess_prior`,
-      `top_source_excess_prior` and `shared_sources` are read relative to it; without it relative
-      to the uniform routing, so the keys are the same either way.
+      `top_source_excess_prior`, `shared_sources` and `hub_excess` are read relative to it;
+      without it relative to the uniform routing, so the keys are the same either way.
     routed: optional `[..., N, D]` router output before the residual add: `effective_rank_routed`,
       `rank_collapse_residual_routed`.
     eps: the `sink_rate` threshold.
@@ -394,7 +457,9 @@ def collapse_metrics(routing: Routing, x: jax.Array | None = None, *, prior: Rou
 
   `sink_mass`, `sink_excess`, `sink_rate`, `top_source_weight`/`top_source_uniform` and
   `above_uniform_mass_count` are unweighted (their literature definitions); `sink_mass_weighted`,
-  the two `*_excess_prior` ratios and `shared_sources` weight targets by the routing's `row_mass`.
+  the two `*_excess_prior` ratios, `shared_sources` and `hub_excess` weight targets by the
+  routing's `row_mass`. Every value is a mean over leading indices except `hub_excess`, the max
+  over heads (one sinking head among several must show).
   """
   top, uniform = top_source_weight(routing)
   out = {
@@ -409,6 +474,7 @@ def collapse_metrics(routing: Routing, x: jax.Array | None = None, *, prior: Rou
       "routing_entropy": routing_entropy(routing),
       "above_uniform_mass_count": above_uniform_mass_count(routing, hub_factor),
       "shared_sources": shared_source_count(routing, prior, hub_factor),
+      "hub_excess": hub_excess(routing, prior),
       "key_norm_cv": key_norm_cv(routing),
       "key_norm_log_spread": key_norm_log_spread(routing),
       "norm_mass_correlation": norm_mass_correlation(routing),
@@ -423,19 +489,34 @@ def collapse_metrics(routing: Routing, x: jax.Array | None = None, *, prior: Rou
   return out
 
 
-def onset_step(steps: jax.Array, values: jax.Array, threshold: float) -> jax.Array:
-  """First logged step from which `values` stay above `threshold` to the end; inf if never.
+def onset_step(steps: jax.Array, values: jax.Array, threshold: float,
+               rise: float = 0.0) -> jax.Array:
+  """First logged step from which `values` stay above their onset level; inf if never, NaN if the
+  concentration was there before training.
+
+  The onset level of a run is `max(threshold, values[..., 0] + rise)`: above the threshold and at
+  least `rise` above the run's own value at initialisation (the first logged value). A run whose
+  first value is already above `threshold` is *pre-existing*: it has no onset (NaN), never an onset
+  at step 0.
 
   Args:
-    steps: `[K]` logged step numbers (increasing).
+    steps: `[K]` logged step numbers (increasing; `steps[0]` the initialisation).
     values: `[..., K]` a concentration metric at those steps; NaN counts as "not above".
     threshold: the level to cross.
+    rise: the least increase over the run's first value.
 
   Returns:
-    float32 `[...]`: `steps[k*]` for the smallest k* with `values[k] > threshold` for all k >= k*.
+    float32 `[...]`: `steps[k*]` for the smallest k* >= 1 with `values[k] > level` for all
+    k >= k*; inf when there is none; NaN for pre-existing runs.
   """
-  above = jnp.nan_to_num(jnp.asarray(values, jnp.float32), nan=-jnp.inf) > threshold
+  values = jnp.asarray(values, jnp.float32)
+  first = values[..., :1]
+  pre_existing = jnp.nan_to_num(first[..., 0], nan=-jnp.inf) > threshold
+  level = jnp.maximum(threshold, jnp.nan_to_num(first, nan=-jnp.inf) + rise)
+  above = jnp.nan_to_num(values, nan=-jnp.inf) > level
+  above = above.at[..., 0].set(False)
   stays_above = jnp.flip(jnp.cumprod(jnp.flip(above, -1), axis=-1), -1).astype(bool)
-  first = jnp.argmax(stays_above, axis=-1)
+  index = jnp.argmax(stays_above, axis=-1)
   steps = jnp.asarray(steps, jnp.float32)
-  return jnp.where(jnp.any(stays_above, axis=-1), steps[first], jnp.inf)
+  onset = jnp.where(jnp.any(stays_above, axis=-1), steps[index], jnp.inf)
+  return jnp.where(pre_existing, jnp.nan, onset)

@@ -133,7 +133,8 @@ def censored_times(steps: Sequence[float], series: np.ndarray,
   Returns:
     `(time, observed)`: a run with an onset is observed at its onset step; one without is censored
     at its last step with a finite `series` value (the last logged step unless it diverged; the
-    first logged step if it never had one).
+    first logged step if it never had one); a pre-existing run (onset NaN: above the threshold
+    before training) has time NaN and is not observed.
   """
   steps = np.asarray(steps, np.float64)
   series = np.asarray(series, np.float64)
@@ -142,4 +143,5 @@ def censored_times(steps: Sequence[float], series: np.ndarray,
   last = np.where(finite.any(axis=-1), series.shape[-1] - 1 - np.argmax(finite[:, ::-1], axis=-1),
                   0)
   observed = np.isfinite(onset)
-  return np.where(observed, onset, steps[last]), observed
+  time = np.where(observed, onset, steps[last])
+  return np.where(np.isnan(onset), np.nan, time), observed

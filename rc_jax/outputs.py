@@ -11,14 +11,18 @@ writes both). Inputs (host NumPy, as the sweep produces them):
   steps (the same steps for every run), L layers. Any `[R, K]` entry other than "step" is a
   per-step scalar (loss, probe_loss, ...), any `[R, K, L]` entry a per-layer collapse metric.
   Values may be NaN or inf (undefined metrics, diverged runs).
-- `onset`: `{"metric": str, "threshold": float, "layer_reduce": "max" | "mean" | int}`: the
-  per-layer metric whose crossing defines the onset, and how its layers are reduced (NaN-ignoring
-  max or mean, or one layer's index). That ONE layer reduction is used for every per-layer value
-  in every table (and figure): onsets, final values, the summary.
+- `onset`: `{"metric": str, "threshold": float, "layer_reduce": "max" | "mean" | int, "rise":
+  float (optional, 0)}`: the per-layer metric whose crossing defines the onset (above `threshold`
+  and at least `rise` above the run's own value at step 0, `rc_jax.metrics.onset_step`), and how
+  its layers are reduced (NaN-ignoring max or mean, or one layer's index). That ONE layer
+  reduction is used for every per-layer value in every table (and figure): onsets, final values,
+  the summary.
 
 Onsets are censored data (see `rc_jax.onsets`): a run without an onset is censored at its last
 observed step, never dropped; per grid point the tables give `n_onset` of `n_runs` and the
 Kaplan-Meier median onset ("> bound" when not reached), not a mean over the runs that had one.
+A run already above the threshold at step 0 is *pre-existing*: it has no onset and is not at risk
+of one, so it is counted apart (`n_pre_existing`) and left out of the Kaplan-Meier curve.
 
 CSV conventions (every table; readable by the `csv` module and `pandas.read_csv`): a header row,
 then one row per record. Float32 values are written as their shortest round-tripping decimal
@@ -223,16 +227,19 @@ def onset_series(logs: Mapping[str, Any], onset: Mapping[str, Any]) -> tuple[np.
 
 
 def onset_steps(logs: Mapping[str, Any], onset: Mapping[str, Any]) -> np.ndarray:
-  """Float64 `[R]`: each run's onset step (`rc_jax.metrics.onset_step`), inf when never."""
+  """Float64 `[R]`: each run's onset step (`rc_jax.metrics.onset_step`), inf when never, NaN when
+  pre-existing."""
   steps, series = onset_series(logs, onset)
-  return np.asarray(metrics.onset_step(steps, series, float(onset["threshold"])), np.float64)
+  return np.asarray(metrics.onset_step(steps, series, float(onset["threshold"]),
+                                       float(onset.get("rise", 0.0))), np.float64)
 
 
 def onset_events(logs: Mapping[str, Any], onset: Mapping[str, Any]) -> tuple[np.ndarray,
                                                                             np.ndarray]:
   """`(time [R], observed [R] bool)`: the onset step, or the step a run without one is censored at.
 
-  Censoring: the run's last step with a finite onset metric (`rc_jax.onsets.censored_times`).
+  Censoring: the run's last step with a finite onset metric (`rc_jax.onsets.censored_times`);
+  pre-existing runs have time NaN (and observed False).
   """
   steps, series = onset_series(logs, onset)
   return onsets.censored_times(steps, series, onset_steps(logs, onset))
@@ -240,10 +247,11 @@ def onset_events(logs: Mapping[str, Any], onset: Mapping[str, Any]) -> tuple[np.
 
 def _onset_config(onset: Mapping[str, Any]) -> dict:
   return {"metric": onset["metric"], "threshold": float(onset["threshold"]),
-          "layer_reduce": _py(onset["layer_reduce"])}
+          "rise": float(onset.get("rise", 0.0)), "layer_reduce": _py(onset["layer_reduce"])}
 
 
-ONSET_COLUMNS = ("metric", "threshold", "layer_reduce", "onset_step", "censored", "censor_step")
+ONSET_COLUMNS = ("metric", "threshold", "rise", "layer_reduce", "onset_step", "censored",
+                 "censor_step", "pre_existing")
 
 
 def onset_table(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any],
@@ -251,14 +259,15 @@ def onset_table(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any],
   """One dict per run: run keys, then `ONSET_COLUMNS`.
 
   `onset_step` is None when the run never crossed; it is then `censored` at `censor_step` (else
-  None).
+  None), unless it is `pre_existing` (above the threshold at step 0: neither onset nor censored).
   """
   time, observed = onset_events(logs, onset)
   _check_runs(runs, time.size)
   config = _onset_config(onset)
   return [dict({key: _py(value) for key, value in run.items()}, **config,
-               onset_step=float(t) if seen else None, censored=not seen,
-               censor_step=None if seen else float(t))
+               onset_step=float(t) if seen else None, censored=not seen and not math.isnan(t),
+               censor_step=None if seen or math.isnan(t) else float(t),
+               pre_existing=math.isnan(t))
           for run, t, seen in zip(runs, time.tolist(), observed.tolist())]
 
 
@@ -333,24 +342,31 @@ def final_values(logs: Mapping[str, Any], layer_reduce: str | int) -> dict[str, 
   return finals
 
 
-ONSET_STAT_KEYS = ("n_onset", "n_censored", "onset_median", "onset_median_reached",
-                   "onset_median_bound", "onset_median_text")
+ONSET_STAT_KEYS = ("n_onset", "n_censored", "n_pre_existing", "onset_median",
+                   "onset_median_reached", "onset_median_bound", "onset_median_text")
 
 
 def onset_stats(time: Any, observed: Any) -> dict:
   """Censoring-aware onset statistics of one group of runs (see `rc_jax.onsets`).
 
   Returns `ONSET_STAT_KEYS` (`onset_median` None and `onset_median_bound` its strict lower bound
-  when the median is not reached; `onset_median_text` "850" or "> 1000") and "onset_km": the
-  Kaplan-Meier curve `{"step", "survival", "at_risk", "events"}` at the onset steps.
+  when the median is not reached; `onset_median_text` "850" or "> 1000", "pre-existing" when every
+  run is) and "onset_km": the Kaplan-Meier curve `{"step", "survival", "at_risk", "events"}` at the
+  onset steps, over the runs that are not pre-existing (time NaN).
   """
+  time = np.asarray(time, np.float64)
   observed = np.asarray(observed, bool)
-  km = onsets.kaplan_meier(time, observed)
+  at_risk = ~np.isnan(time)
+  counts = {"n_onset": int(observed[at_risk].sum()), "n_censored": int((~observed[at_risk]).sum()),
+            "n_pre_existing": int((~at_risk).sum())}
+  if not at_risk.any():
+    return dict(counts, onset_median=None, onset_median_reached=False, onset_median_bound=None,
+                onset_median_text="pre-existing",
+                onset_km={"step": [], "survival": [], "at_risk": [], "events": []})
+  km = onsets.kaplan_meier(time[at_risk], observed[at_risk])
   med = onsets.median(km)
-  return {"n_onset": int(observed.sum()), "n_censored": int((~observed).sum()),
-          "onset_median": med.value, "onset_median_reached": med.reached,
-          "onset_median_bound": med.bound, "onset_median_text": med.text,
-          "onset_km": km.to_dict()}
+  return dict(counts, onset_median=med.value, onset_median_reached=med.reached,
+              onset_median_bound=med.bound, onset_median_text=med.text, onset_km=km.to_dict())
 
 
 def grid_summary(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any],
@@ -376,8 +392,8 @@ def grid_summary(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any],
   return rows
 
 
-ONSET_SUMMARY_COLUMNS = ("metric", "threshold", "layer_reduce", "n_runs") + ONSET_STAT_KEYS + (
-    "budget_step",)
+ONSET_SUMMARY_COLUMNS = (("metric", "threshold", "rise", "layer_reduce", "n_runs") + ONSET_STAT_KEYS
+                         + ("budget_step",))
 
 
 def onset_summary_table(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any],
@@ -411,9 +427,11 @@ def summary(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any], onset: M
       layer reduction of every per-layer value below (the onset's); logged: `{"scalars",
       "per_layer"}` names of the logs.
     runs: per run, its keys plus "final" (`final_values`: last logged value, layers reduced),
-      "onset_step" (None when never), "censored", "censor_step" (None when an onset), "diverged".
+      "onset_step" (None when never), "censored", "censor_step" (None when an onset or
+      pre-existing), "pre_existing", "diverged".
     by_brake: `grid_summary` per grid point (brake x learning rate x ...: every run key but run and
-      seed): coordinates, n_runs, runs, n_onset, n_censored, onset_median (None when not reached),
+      seed): coordinates, n_runs, runs, n_onset, n_censored, n_pre_existing, onset_median (None
+      when not reached),
       onset_median_reached, onset_median_bound, onset_median_text, onset_km, final,
       final_concentration.
     diverged, n_diverged: ids ("run", else the index) of the runs whose final "loss" is
@@ -427,9 +445,12 @@ def summary(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any], onset: M
   final_loss = scalars["loss"][:, -1] if "loss" in scalars else np.zeros(len(runs))
   diverged = ~np.isfinite(final_loss)
   ids = [_py(run.get("run", index)) for index, run in enumerate(runs)]
+  pre_existing = np.isnan(time)
   per_run = [dict(run, final={name: value[r] for name, value in finals.items()},
-                  onset_step=time[r] if observed[r] else None, censored=not observed[r],
-                  censor_step=None if observed[r] else time[r], diverged=bool(diverged[r]))
+                  onset_step=time[r] if observed[r] else None,
+                  censored=not observed[r] and not pre_existing[r],
+                  censor_step=None if observed[r] or pre_existing[r] else time[r],
+                  pre_existing=bool(pre_existing[r]), diverged=bool(diverged[r]))
              for r, run in enumerate(runs)]
   out = {"n_runs": len(runs), "n_steps_logged": int(step.shape[1]),
          "first_step": int(step[0, 0]), "last_step": int(step[0, -1]), "onset": dict(onset),

@@ -176,6 +176,8 @@ def onset_figure(path: str, groups: Sequence[Group], *, budget: float, descripti
   Top: each run's onset (dot) or, without one, an open triangle at its censoring step (the budget
   unless it diverged); per brake the Kaplan-Meier median (line and large marker), or where it is
   not reached a large open up-triangle at its lower bound. Bottom: n_onset / n_runs per brake.
+  Pre-existing runs (above the threshold at step 0) have no onset and no point; they count in
+  n_runs.
 
   Args:
     path: the PNG to write.
@@ -196,7 +198,8 @@ def onset_figure(path: str, groups: Sequence[Group], *, budget: float, descripti
     _onset_group(top, bottom, axis, group, color, dx)
   if not any(g.observed.any() for g in groups):
     _no_data(top, "no run crossed the threshold")
-  high = 1.08 * max([budget, 1.0] + [float(np.max(g.time)) for g in groups])
+  high = 1.08 * max([budget, 1.0] + [float(np.max(g.time, initial=0.0, where=~np.isnan(g.time)))
+                                      for g in groups])
   top.set_ylim(-0.03 * high, high)
   top.set_ylabel("onset step (line: Kaplan-Meier median)")
   top.axhline(budget, color="gray", lw=0.8, ls=":")
@@ -410,7 +413,8 @@ def onset_survival(path: str, runs: Sequence[Mapping[str, Any]], logs: Mapping[s
 
   One panel per learning rate; brakes coloured along viridis (legend outside), drawn from thick
   (smallest brake) to thin so identical curves stay visible as nested stripes. Each curve runs
-  from the first logged step at 1 to the end of follow-up of its runs.
+  from the first logged step at 1 to the end of follow-up of its runs; pre-existing runs are not
+  at risk of an onset and have no curve (a brake whose runs all are has none).
   """
   steps, _ = outputs.onset_series(logs, onset)
   groups = sweep_groups(runs, logs, onset)
@@ -420,6 +424,9 @@ def onset_survival(path: str, runs: Sequence[Mapping[str, Any]], logs: Mapping[s
   axes = fig.subplots(1, len(groups), squeeze=False, sharey=True)[0]
   for ax, group in zip(axes, groups):
     for p, members in _per_brake(axis, group):
+      members = members[~np.isnan(group.time[members])]
+      if not members.size:
+        continue
       km = onsets_lib.kaplan_meier(group.time[members], group.observed[members])
       x = np.concatenate([[steps[0]], km.step, [km.end]])
       y = np.concatenate([[1.0], km.survival, [km.at(km.end)]])

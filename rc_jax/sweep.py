@@ -435,7 +435,7 @@ def _train_part(part: _Part, *, stop_after_chunks, reporter, tensorboard_dir) ->
   hparams = jax.tree.map(shard, _hparams(runs))
   timings = {"compile_s": 0.0, "init_s": 0.0, "train_s": 0.0}
   label = compiled.execution
-  onset = _onset(config)
+  onset = onset_config(config)
   last_chunk = trainer.n_chunks if stop_after_chunks is None else min(stop_after_chunks,
                                                                       trainer.n_chunks)
   restored = part.restored
@@ -497,9 +497,10 @@ def _train_part(part: _Part, *, stop_after_chunks, reporter, tensorboard_dir) ->
   return _Trained(runs, history, state, timings, execution, first_chunk, complete)
 
 
-def _onset(config) -> dict:
+def onset_config(config) -> dict:
+  """The sweep's onset definition (`rc_jax.outputs`' `onset`) from `config.metrics`."""
   return {"metric": config.metrics.onset_metric, "threshold": config.metrics.onset_threshold,
-          "layer_reduce": config.metrics.onset_layer_reduce}
+          "rise": config.metrics.onset_rise, "layer_reduce": config.metrics.onset_layer_reduce}
 
 
 def _merge_parts(runs: list[dict], parts: list[_Part], trained: list[_Trained]):
@@ -622,7 +623,7 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
   if distributed.is_main():
     reporter.info("writing tables and figures")
     try:
-      paths = artifacts.write_all(workdir, runs, history, _onset(config), extra)
+      paths = artifacts.write_all(workdir, runs, history, onset_config(config), extra)
     except OSError as err:
       raise WorkdirError(f"cannot write the outputs into {workdir} ({err}); the sweep is "
                          "checkpointed: free space and rerun to write them") from err

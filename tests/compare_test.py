@@ -24,7 +24,7 @@ _A = {"brakes": [0.0, 0.1, 1.0],
                [1, 1, 1, 2], [1, 1, 1, 1],   # onset 30, censored at 30 -> "> 30"
                [1, 1, 1, 1], [1, 1, 1, 1]]}  # none -> "> 30"
 _B = {"brakes": [0.0, 0.1, 0.5],
-      "sink": [[2, 2, 2, 2], [1, 2, 2, 2],   # onsets 0, 10 -> median 5
+      "sink": [[1, 2, 2, 2], [1, 2, 2, 2],   # onsets 10, 10 -> median 10
                [1, 1, 2, 2], [1, 2, 2, 2],   # onsets 20, 10 -> median 15
                [1, 1, 1, 1], [1, 1, 1, 1]],
       "extra": True}
@@ -99,7 +99,7 @@ class CompareTest(absltest.TestCase):
     self.assertEqual(result.columns, ["brake", "quantity", "A", "B", "B-A"])
     table = {(row["brake"], row["quantity"]): row for row in result.rows}
     self.assertLen(table, 4 * (4 + 2 * 5))
-    self._assert_row(table[0.0, "onset_median"], 15.0, 5.0, -10.0)
+    self._assert_row(table[0.0, "onset_median"], 15.0, 10.0, -5.0)
     self._assert_row(table[0.1, "onset_median"], math.nan, 15.0, math.nan)  # A: not reached
     self._assert_row(table[0.1, "onset_median_bound"], 30.0, math.nan, None)
     self._assert_row(table[0.0, "n_onset"], 2, 2, 0)
@@ -127,7 +127,7 @@ class CompareTest(absltest.TestCase):
     text = compare.digest(compare.compare(compare.load_sweeps([self.a, self.b], ["x", "y"])))
     lines = text.splitlines()
     self.assertIn("d_onset[y-x]", lines[0])
-    self.assertEqual(lines[1].split()[:6], ["0", "2/2:", "15", "2/2:", "5", "-10"])
+    self.assertEqual(lines[1].split()[:6], ["0", "2/2:", "15", "2/2:", "10", "-5"])
     self.assertIn("> 30", lines[2])
 
   def test_constant_learning_rates_are_sweep_attributes(self):
@@ -151,7 +151,7 @@ class CompareTest(absltest.TestCase):
     self.assertLen(result.points, 7)  # A's 3 points at lr 1e-3, LR's 3 brakes x 2 rates, 2 shared
     row = next(r for r in result.rows if r["quantity"] == "onset_median"
                and (r["brake"], r["learning_rate"]) == (0.0, 1e-3))
-    self.assertEqual((row["A"], row["LR"], row["LR-A"]), (15.0, 5.0, -10.0))
+    self.assertEqual((row["A"], row["LR"], row["LR-A"]), (15.0, 10.0, -5.0))
 
   def test_incompatible_workdirs_raise_one_line_errors(self):
     cases = {
@@ -181,7 +181,7 @@ class CompareTest(absltest.TestCase):
     with open(os.path.join(out, "comparison.csv"), newline="", encoding="utf-8") as f:
       rows = list(csv.DictReader(f))
     row = next(r for r in rows if r["brake"] == "0.0" and r["quantity"] == "onset_median")
-    self.assertEqual((row["base"], row["new"], row["new-base"]), ("15.0", "5.0", "-10.0"))
+    self.assertEqual((row["base"], row["new"], row["new-base"]), ("15.0", "10.0", "-5.0"))
     for name in ("final_metrics_vs_brake.png", "onset_vs_brake.png"):
       with open(os.path.join(out, name), "rb") as f:
         self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")

@@ -16,8 +16,8 @@ from rc_jax.routers import Routing
 _ROUTING_KEYS = {
     "sink_mass", "sink_mass_weighted", "sink_excess", "sink_excess_prior", "sink_rate",
     "top_source_weight", "top_source_uniform", "top_source_excess_prior", "routing_entropy",
-    "above_uniform_mass_count", "shared_sources", "key_norm_cv", "key_norm_log_spread",
-    "norm_mass_correlation"}
+    "above_uniform_mass_count", "shared_sources", "hub_excess", "key_norm_cv",
+    "key_norm_log_spread", "norm_mass_correlation"}
 _HIDDEN_KEYS = {"effective_rank", "rank_collapse_residual", "massive_activation_ratio"}
 _ROUTED_KEYS = {"effective_rank_routed", "rank_collapse_residual_routed"}
 
@@ -166,9 +166,13 @@ class MetricsHandBuiltTest(parameterized.TestCase):
     steps = jnp.array([0, 10, 20, 30, 40])
     values = jnp.array([[0.1, 0.5, 0.2, 0.6, 0.7],      # crosses for good at 30
                         [0.1, 0.2, 0.2, 0.2, 0.2],      # never
-                        [0.9, 0.9, 0.9, 0.9, 0.9],      # from the start
-                        [0.1, 0.9, jnp.nan, 0.9, 0.9]])  # NaN breaks the run
-    np.testing.assert_array_equal(_jm.onset_step(steps, values, 0.4), [30, np.inf, 0, 30])
+                        [0.9, 0.9, 0.9, 0.9, 0.9],      # pre-existing: no onset (NaN)
+                        [0.1, 0.9, jnp.nan, 0.9, 0.9],  # NaN breaks the run
+                        [0.35, 0.45, 0.5, 0.6, 0.6]])   # above 0.4 from 10, 0.2 above init at 30
+    np.testing.assert_array_equal(_jm.onset_step(steps, values, 0.4),
+                                  [30, np.inf, np.nan, 30, 10])
+    np.testing.assert_array_equal(_jm.onset_step(steps, values, 0.4, rise=0.2),
+                                  [30, np.inf, np.nan, 30, 30])
 
 
 class MetricsReferenceTest(parameterized.TestCase):
@@ -570,6 +574,7 @@ class CollapseMetricsWithPriorTest(parameterized.TestCase):
     self.assertEqual(float(bundle["sink_excess_prior"]), 1.0)
     self.assertEqual(float(bundle["top_source_excess_prior"]), 1.0)
     self.assertEqual(float(bundle["shared_sources"]), 0.0)
+    self.assertEqual(float(bundle["hub_excess"]), 0.0)
     np.testing.assert_allclose(bundle["effective_rank_routed"], _jm.effective_rank(routed),
                                rtol=1e-6)
     np.testing.assert_allclose(bundle["rank_collapse_residual_routed"],

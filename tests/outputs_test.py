@@ -131,7 +131,8 @@ class TablesTest(parameterized.TestCase):
       path = outputs.write_onsets_csv(os.path.join(tmp, "onsets.csv"), self.runs, self.logs, _ONSET)
       header, rows = _read_csv(path)
     self.assertEqual(header, ["run", "seed", "brake", "learning_rate", "metric", "threshold",
-                              "layer_reduce", "onset_step", "censored", "censor_step"])
+                              "rise", "layer_reduce", "onset_step", "censored", "censor_step",
+                              "pre_existing"])
     self.assertEqual([row["onset_step"] for row in rows], ["10.0", "40.0", "30.0", "", "40.0", ""])
     self.assertEqual([row["censored"] for row in rows], ["False"] * 3 + ["True", "False", "True"])
     # run 3 is censored at the budget; run 5 diverged (NaN from step 30): at its last finite step
@@ -203,8 +204,9 @@ class OnsetSummaryTest(absltest.TestCase):
     with tempfile.TemporaryDirectory() as tmp:
       path = outputs.write_onset_summary_csv(os.path.join(tmp, "o.csv"), runs, logs, _ONSET)
       header, rows = _read_csv(path)
-    self.assertEqual(header, ["brake", "learning_rate", "metric", "threshold", "layer_reduce",
-                              "n_runs", "n_onset", "n_censored", "onset_median",
+    self.assertEqual(header, ["brake", "learning_rate", "metric", "threshold", "rise",
+                              "layer_reduce", "n_runs", "n_onset", "n_censored", "n_pre_existing",
+                              "onset_median",
                               "onset_median_reached", "onset_median_bound", "onset_median_text",
                               "budget_step"])
     self.assertEqual([(r["brake"], r["n_onset"], r["n_runs"], r["onset_median"],

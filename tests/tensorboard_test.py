@@ -41,7 +41,7 @@ class SweepEventsTest(absltest.TestCase):
     runs = config_lib.run_grid(config)
     stale = tensorboard.SweepWriter(cls.logdir, runs, first_step=5)
     stale.write({"step": np.full((4, 1), 6), "loss": np.full((4, 1), 999.0),
-                 config.metrics.onset_metric: np.full((4, 1, 2), 999.0)}, sweep._onset(config))
+                 config.metrics.onset_metric: np.full((4, 1, 2), 999.0)}, sweep.onset_config(config))
     stale.close()
     cls.result = sweep.run_sweep(config, cls.workdir, verbose=False)
     cls.scalars = tensorboard.read_scalars(cls.logdir)
