@@ -211,10 +211,14 @@ def _shared_sources(w, prior_TxT, causal_TxT, factor: float, min_share: float = 
 
 def _hub_excess(w, prior_TxT, causal_TxT):
   """Per head, the largest share of its routing mass (rows with a choice, pooled over the batch)
-  one source takes beyond the prior; the max over heads (`rc_jax.metrics.hub_excess`)."""
-  choice = (causal_TxT.sum(-1) >= 2).float()                        # [T]
-  excess = ((w - prior_TxT) * choice[:, None]).sum(dim=(0, 2))      # [H, S]
-  return (excess.max(-1).values / (w.shape[0] * choice.sum())).max()
+  one source takes beyond max(prior, uniform share); the max over heads
+  (`rc_jax.metrics.hub_excess`)."""
+  row_count = causal_TxT.sum(-1, keepdim=True).float()               # [T, 1]
+  choice = (row_count >= 2).float()                                  # [T, 1]
+  floor = torch.where(causal_TxT, torch.maximum(prior_TxT, 1.0 / row_count),
+                      torch.zeros_like(prior_TxT))
+  excess = ((w - floor) * choice).sum(dim=(0, 2))                    # [H, S]
+  return (excess.max(-1).values.clamp(min=0) / (w.shape[0] * choice.sum())).max()
 
 
 def rank_metrics(x_BxTxD) -> dict:

@@ -306,27 +306,31 @@ def hub_excess(routing: Routing, prior: Routing | None = None, reduce: bool = Tr
   """Per head, the largest share of its routing mass that one source takes beyond the prior.
 
   The concentration statistic of the report: a sink (or any hub) is a source that receives mass
-  from many targets in addition to what the router's positional prior gives it. For one head, with
-  `R` its rows (targets with `|M_i| >= 2`, over every sequence of the batch), `m_i` the routing's
-  `row_mass` (1 for normalising routers) and `P` the prior (uniform without one):
+  from many targets beyond what the router's positional prior, or an even split, gives it. For one
+  head, with `R` its rows (targets with `|M_i| >= 2`, over every sequence of the batch), `m_i` the
+  routing's `row_mass` (1 for normalising routers), `P` the prior (uniform without one) and
+  `F_ij = max(P_ij, 1 / |M_i|)` the floor a source must beat:
 
-      E_j = sum_{i in R, M_ij} m_i (A_ij - P_ij) / sum_{i in R} m_i        hub_excess = max_j E_j
+      E_j = sum_{i in R, M_ij} m_i (A_ij - F_ij) / sum_{i in R} m_i      hub_excess = max(0, max_j E_j)
 
   `E_j` is in units of routing mass: the fraction of everything the head routes that goes to source
-  `j` beyond the prior. Properties that make it a fair concentration reading for every router:
+  `j` beyond its prior share and beyond the uniform share. Properties that make it a fair
+  concentration reading for every router:
 
-  - mass, not votes: a head sinking s of every row onto one source reads about `s (1 - P_i0)`
-    (0.27 for s = 0.3 on a uniform causal T = 32 base); a token-conditional sink (20% of rows
-    putting 0.8 on BOS) about 0.15; a dormant head (all mass on BOS on 70% of rows) about 0.6;
+  - mass, not votes: a head sinking s of every row onto one source reads about `s (1 - 1/|M_i|)`
+    (0.27 for s = 0.3 on a uniform causal T = 32 base); a token-conditional sink (30% of rows
+    putting 0.8 on BOS) about 0.2; a dormant head (all mass on BOS on 70% of rows) about 0.6;
   - per head: `reduce=True` takes the max over heads, so one sinking head among many is seen;
   - locality is not a hub: source j can only take mass from the rows that may use it, so a late
     source (few users under a causal mask) or self / previous-token / decay routing, whose excess
     is spread over all sources, read ~1/T (0.03 at T = 32);
-  - absolute: a decay router's near-zero prior share on far sources cannot inflate it (no ratio),
-    and routing == prior gives exactly 0; `max_j E_j >= 0` since rows of A and P both sum to 1;
-  - content-free noise averages out: the signed excess of random logits has mean ~0 per source
-    (attention at initialisation reads 0.02-0.07), and a brake, which makes both A and P local,
-    moves the excess onto sources few rows share, so it does not grow with the brake.
+  - an absolute floor: the uniform share in `F` keeps a decay router's near-zero prior share of a
+    far source from turning any small mass into "excess"; there is no ratio to inflate; routing ==
+    prior gives exactly 0;
+  - content-free noise does not read as hubs: random logits have signed excess ~0 per source
+    (attention at initialisation reads 0.01-0.10); under a brake, which makes both A and P local,
+    the excess moves onto sources few rows share, and the floor absorbs the flattening that random
+    logits cause on a peaked prior, so the statistic does not grow with the brake.
 
   Rows are pooled over the leading axes other than the head axis (batch, tokens); the head axis is
   `head_axis`: by default `-3` for routings with several targets (`[..., H, T, S]`: attention, SSM,
@@ -343,11 +347,13 @@ def hub_excess(routing: Routing, prior: Routing | None = None, reduce: bool = Tr
   choice = jnp.sum(mask, axis=-1) >= 2                                     # [..., T]
   row_weight = jnp.where(choice, _target_mass(routing, True), 0.0)         # [..., T]
   users = jnp.where(mask, row_weight[..., None], 0.0)                      # [..., T, S]
-  excess = jnp.sum(users * (weights - prior_weights), axis=-2)             # [..., S]
+  uniform = 1.0 / jnp.maximum(jnp.sum(mask, axis=-1, keepdims=True), 1)    # [..., T, 1]
+  floor = jnp.maximum(prior_weights, uniform)
+  excess = jnp.sum(users * (weights - floor), axis=-2)                     # [..., S]
   pool = _head_pooling_axes(weights, head_axis)
   excess = jnp.sum(excess, axis=pool)                                      # [H, S]
   total = jnp.sum(row_weight, axis=(-1,) + pool)                           # [H]
-  per_head = _ratio(jnp.max(excess, axis=-1), total)
+  per_head = _ratio(jnp.maximum(jnp.max(excess, axis=-1), 0.0), total)
   return jnp.nanmax(per_head) if reduce else per_head
 
 

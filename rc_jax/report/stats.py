@@ -5,13 +5,24 @@ layers in the direction the signature predicts — the max for metrics the signa
 (concentration, stratification), the min for those it lowers (effective rank, entropy). Trained
 models and their nulls are reduced alike.
 
-Paired comparison over seeds (`compare`): for seed s, `d_s = t_s - n_s` (or `(t_s - n_s) / |n_s|`
-when relative), signed by the predicted direction; `mean(d) +- t_{conf, n-1} sd(d) / sqrt(n)` is a
-one-sided confidence bound. Outcome:
+Paired comparison over seeds (`compare`): for seed s, `d_s = t_s - n_s` (or, relative,
+`(t_s - n_s) / max(|n_s|, floor)`: a null near 0 is floored, so an effect on a null that is zero by
+construction is an absolute difference scaled by the floor, never 1e3-1e6), signed by the predicted
+direction; `mean(d) +- t_{conf, n-1} sd(d) / sqrt(n)` is a one-sided confidence bound (Student t
+quantile from scipy). Outcome:
 
   yes           the lower bound is above 0 and the mean is beyond the margin
   no            the upper bound is below the margin (the effect is absent or smaller than the margin)
   inconclusive  neither (too few defined seeds, or a spread too large to tell)
+
+Power: `minimum_detectable_effect` is the smallest true mean difference the one-sided paired t test
+detects with the stated power at the observed spread (noncentral t, scipy).
+
+Onsets: `onset_trend` tests claim 2 as stated — the onset step increases with the brake — by
+Kendall's tau-b between brake and onset time over runs, one-sided (scipy). Runs without an onset are
+censored at the common budget, so they rank after every observed onset and tie with each other,
+which is exact for a common censoring time; runs censored earlier (diverged) and pre-existing runs
+(concentrated before training) have no comparable onset time and are left out (counted).
 """
 
 from __future__ import annotations
@@ -20,6 +31,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import optimize
+from scipy import stats as scipy_stats
 
 from rc_jax import onsets as onsets_lib
 
@@ -30,12 +43,6 @@ DIRECTIONS = {
 }
 
 YES, NO, INCONCLUSIVE = "yes", "no", "inconclusive"
-
-# one-sided Student t quantiles by degrees of freedom, for 0.95 and 0.975
-_T = {0.95: {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860,
-             9: 1.833, 10: 1.812, 15: 1.753, 20: 1.725, 30: 1.697, math.inf: 1.645},
-      0.975: {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-              9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042, math.inf: 1.960}}
 
 
 def direction(metric: str) -> int:
@@ -52,30 +59,58 @@ def reduce_layers(metric: str, values_RxL: np.ndarray) -> np.ndarray:
 
 
 def t_quantile(df: int, confidence: float) -> float:
-  """One-sided Student t quantile (the nearest tabulated df at or below `df`)."""
-  table = _T[confidence]
-  return table[max(k for k in table if k <= df)]
+  """One-sided Student t quantile `t_{confidence, df}`."""
+  return float(scipy_stats.t.ppf(confidence, df))
+
+
+def minimum_detectable_effect(sd: float, n: int, confidence: float = 0.95,
+                              power: float = 0.8) -> float:
+  """Smallest true mean paired difference a one-sided t test at `confidence` detects with
+  probability `power`, for `n` pairs whose differences have standard deviation `sd`.
+
+  Solves `P(T > t_{confidence, n-1}) = power` for `T` noncentral t with `n - 1` degrees of freedom
+  and noncentrality `delta sqrt(n) / sd`. NaN for `n < 2` or an undefined `sd`; 0 when `sd == 0`.
+  """
+  if n < 2 or not math.isfinite(sd):
+    return math.nan
+  if sd == 0:
+    return 0.0
+  df = n - 1
+  critical = t_quantile(df, confidence)
+  power_at = lambda nc: scipy_stats.nct.sf(critical, df, nc) - power
+  noncentrality = optimize.brentq(power_at, 0.0, 100.0)
+  return float(noncentrality * sd / math.sqrt(n))
 
 
 def compare(trained: Sequence[float | None], null: Sequence[float | None], *, direction: int,
-            margin: float, relative: bool = False, confidence: float = 0.95) -> dict:
-  """Paired comparison (module docstring) of per-seed values; None/NaN pairs are dropped."""
+            margin: float, relative: bool = False, floor: float = 0.0, confidence: float = 0.95,
+            power: float = 0.8) -> dict:
+  """Paired comparison (module docstring) of per-seed values; None/NaN pairs are dropped.
+
+  Returns `n`, `trained` / `null` (means) and their seed sds, the paired `effect` (mean, signed by
+  `direction`, relative to `max(|null|, floor)` when `relative`), its one-sided `bound`
+  (half-width), `mde` (minimum detectable effect at `power`, in the effect's units) and `outcome`.
+  """
   if len(trained) != len(null):   # a sweep not run (or of another grid): nothing to pair
     trained, null = [], []
   t = np.array([np.nan if v is None else v for v in trained], np.float64)
   n = np.array([np.nan if v is None else v for v in null], np.float64)
   ok = np.isfinite(t) & np.isfinite(n)
+  scale = np.maximum(np.abs(n), floor) if relative else np.ones_like(n)
   if relative:
-    ok &= np.abs(n) > 0
-  t, n = t[ok], n[ok]
+    ok &= scale > 0
+  t, n, scale = t[ok], n[ok], scale[ok]
   result = {"n": int(ok.sum()), "trained": _mean(t), "trained_sd": _sd(t), "null": _mean(n),
-            "null_sd": _sd(n), "effect": math.nan, "bound": math.nan, "outcome": INCONCLUSIVE}
+            "null_sd": _sd(n), "effect": math.nan, "bound": math.nan, "mde": math.nan,
+            "outcome": INCONCLUSIVE}
   if result["n"] < 2:
     return result
-  diff = direction * ((t - n) / np.abs(n) if relative else t - n)
+  diff = direction * (t - n) / scale
   effect = float(np.mean(diff))
-  half = t_quantile(len(diff) - 1, confidence) * float(np.std(diff, ddof=1)) / math.sqrt(len(diff))
-  result.update(effect=effect, bound=half)
+  sd = float(np.std(diff, ddof=1))
+  half = t_quantile(len(diff) - 1, confidence) * sd / math.sqrt(len(diff))
+  result.update(effect=effect, bound=half,
+                mde=minimum_detectable_effect(sd, len(diff), confidence, power))
   if effect - half > 0 and effect > margin:
     result["outcome"] = YES
   elif effect + half < margin:
@@ -92,7 +127,7 @@ def all_of(outcomes: Sequence[str]) -> str:
 
 def onset_median(onsets: Sequence[float | None], budget: float) -> float:
   """Kaplan-Meier median onset (`rc_jax.onsets`), runs without an onset censored at the budget;
-  inf when it is not reached (at least half of the runs never collapsed)."""
+  inf when it is not reached (at least half of the runs never collapsed), NaN without runs."""
   if not onsets:
     return math.nan
   observed = [v is not None and math.isfinite(v) for v in onsets]
@@ -101,33 +136,57 @@ def onset_median(onsets: Sequence[float | None], budget: float) -> float:
   return result.value if result.reached else math.inf
 
 
-def onset_progression(brakes: Sequence[float], onsets_by_brake: Sequence[Sequence[float | None]],
-                      budget: float, min_fraction: float = 0.5) -> dict:
-  """Claim 2's rule on one sweep: does the brake move the onset early -> late -> never?
+def onset_trend(brakes: Sequence[float], onsets: Sequence[float | None],
+                status: Sequence[str], budget: float, *, alpha: float = 0.05,
+                min_fraction: float = 0.5) -> dict:
+  """Claim 2 on one sweep: does the onset step increase with the brake?
 
-  With `m_b` the censored median onset at brake b (brakes ascending), `f_b` the share of seeds with
-  an onset:
-    inconclusive  no onset at the smallest brake (`f < min_fraction`): nothing for the brake to move
-    yes           `m_b` is non-decreasing in the brake, some brake's median is later than the first one's, and the largest brake has no onset
-                  (`f < min_fraction`) within the budget
-    no            otherwise (the brake does not move the onset across its range)
+  Args:
+    brakes: `[R]` each run's brake.
+    onsets: `[R]` each run's onset step (None without one).
+    status: `[R]` "onset", "censored" (no onset by the budget), "early" (censored before the
+      budget: diverged) or "pre-existing" (above the threshold at step 0).
+    budget: the last logged step (where "censored" runs are censored).
+    alpha: one-sided level of the trend test.
+    min_fraction: share of the smallest brake's comparable runs that must have an onset for there
+      to be something to delay.
+
+  Returns:
+    dict with per-brake `brakes`, `medians` (Kaplan-Meier over the comparable runs; inf = not
+    reached), `fractions` (share with an onset), `n_pre_existing` and `n_early`; `tau`, `p_value`;
+    `outcome`: inconclusive when the smallest brake has too few onsets (nothing to delay), yes when
+    tau > 0 with one-sided p < alpha, no when tau <= 0, else inconclusive; and a `reason`.
   """
-  order = np.argsort(brakes)
-  brakes = [float(brakes[i]) for i in order]
-  medians = [onset_median(onsets_by_brake[i], budget) for i in order]
-  fractions = [float(np.mean([v is not None and math.isfinite(v) for v in onsets_by_brake[i]]))
-               for i in order]
-  result = {"brakes": brakes, "medians": medians, "fractions": fractions}
-  if fractions[0] < min_fraction:
-    return dict(result, outcome=INCONCLUSIVE, reason="no onset at the smallest brake")
-  monotone = all(b >= a for a, b in zip(medians, medians[1:]))
-  later = any(m > medians[0] for m in medians[1:])
-  never = fractions[-1] < min_fraction
-  outcome = YES if monotone and later and never else NO
-  reasons = [text for ok, text in ((monotone, "onset not monotone in the brake"),
-                                   (later, "no brake delays the onset"),
-                                   (never, "the largest brake does not prevent it")) if not ok]
-  return dict(result, outcome=outcome, reason="; ".join(reasons))
+  order = sorted(set(float(b) for b in brakes))
+  comparable = [s in ("onset", "censored") for s in status]
+  times = [float(o) if s == "onset" else 2.0 * budget + 1.0
+           for o, s in zip(onsets, status)]
+  medians, fractions = [], []
+  for b in order:
+    members = [i for i, (bb, c) in enumerate(zip(brakes, comparable)) if float(bb) == b and c]
+    medians.append(onset_median([onsets[i] if status[i] == "onset" else None for i in members],
+                                budget) if members else math.nan)
+    fractions.append(float(np.mean([status[i] == "onset" for i in members])) if members
+                     else math.nan)
+  result = {"brakes": order, "medians": medians, "fractions": fractions,
+            "n_pre_existing": sum(s == "pre-existing" for s in status),
+            "n_early": sum(s == "early" for s in status), "tau": math.nan, "p_value": math.nan}
+  x = [float(b) for b, c in zip(brakes, comparable) if c]
+  y = [t for t, c in zip(times, comparable) if c]
+  if not order or not (fractions[0] >= min_fraction):
+    return dict(result, outcome=INCONCLUSIVE,
+                reason="no onset in most runs at the smallest brake: nothing for the brake to "
+                       "delay")
+  if len(set(x)) < 2 or len(set(y)) < 2:
+    return dict(result, outcome=NO, reason="onset times do not vary with the brake")
+  test = scipy_stats.kendalltau(x, y, alternative="greater")
+  result.update(tau=float(test.statistic), p_value=float(test.pvalue))
+  if result["p_value"] < alpha:
+    return dict(result, outcome=YES, reason="")
+  if result["tau"] <= 0:
+    return dict(result, outcome=NO, reason="onsets do not come later at larger brakes")
+  return dict(result, outcome=INCONCLUSIVE,
+              reason=f"later onsets at larger brakes, not significant (p = {result['p_value']:.2g})")
 
 
 def _mean(x: np.ndarray) -> float:
