@@ -34,6 +34,7 @@ def get_config(arg: str = ""):
   c = ml_collections.ConfigDict()
   # one-sided confidence for "beyond the margin" (Student t over seeds, paired by seed), and the
   # power at which each component's minimum detectable effect is stated
+  c.calibration = CALIBRATION
   c.confidence = 0.95
   c.power = 0.8
   # The concentration statistic (rc_jax.metrics.hub_excess: per head, the largest share of its
@@ -70,7 +71,7 @@ def get_config(arg: str = ""):
   # Gu et al.'s sink rate (share of (layer, head) whose source-0 importance exceeds 0.3).
   c.descriptive = ("shared_sources", "sink_rate")
   # claim 2: the onset step increases with the brake (Kendall tau, one-sided, over runs)
-  c.onset = dict(min_fraction=0.5, alpha=0.05)
+  c.onset = dict(alpha=0.05)
   # the control battery: planted draws per case ("seeds" of the planted routings)
   c.controls = dict(seeds=8, seq_len=32, n_heads=4)
   return c

@@ -27,6 +27,7 @@ from absl import flags
 
 from rc_jax import pretrained
 from rc_jax.pretrained import experiment, probe
+from rc_jax.report import suite
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A local Hugging Face checkpoint directory.")
 _CHECKPOINTS = flags.DEFINE_list("checkpoints", None,
@@ -44,6 +45,9 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the random-init weights and the
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16", "float16"],
                            "Dtype the weights are cast to and the forward computes in.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
+_REPORT_CONFIG = flags.DEFINE_string("report_config", None, "The report config whose statistic, "
+                                     "margins and thresholds the verdicts use (default: "
+                                     "configs/report.py).")
 
 def _fail(message) -> None:
   """Prints one error line (a multi-line message is joined) and exits with status 2."""
@@ -125,6 +129,7 @@ def main(argv) -> None:
     for path in dirs:
       experiment.check_checkpoint(path)
     text, source = _probe_text()
+    report_cfg = suite.load_report_config(_REPORT_CONFIG.value)
   except (ValueError, FileNotFoundError) as e:
     _fail(e)
   parent = os.path.dirname(workdir)
@@ -148,7 +153,7 @@ def main(argv) -> None:
     probe_info = {"source": source, "max_tokens": _MAX_TOKENS.value,
                   "max_sequences": _MAX_SEQUENCES.value, "seed": _SEED.value,
                   "dtype": _DTYPE.value}
-    experiment.write_outputs(results, tmp_dir, probe_info)
+    experiment.write_outputs(results, tmp_dir, probe_info, report_cfg)
     _commit(tmp_dir, workdir)
   finally:
     shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -10,7 +10,6 @@ figures and the tables (no checkpoints) to another directory.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import sys
@@ -18,7 +17,7 @@ import time
 
 from absl import app, flags, logging
 
-from rc_jax.report import claims, collect, suite, writer
+from rc_jax.report import claims, collect, controls, suite, writer
 
 _PRESET = flags.DEFINE_enum("preset", "cpu", ["tiny", "cpu", "paper"], "Size of every sweep.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweeps and the report "
@@ -27,14 +26,6 @@ _PUBLISH = flags.DEFINE_string("publish", None, "Also copy REPORT.md, figures/ a
 _ONLY = flags.DEFINE_list("only", None, "Run only these sweeps (names as in the report); no report.")
 _REUSE_ONLY = flags.DEFINE_bool("reuse_only", False, "Train nothing: write the report from the "
                                 "finished sweeps in --workdir; the others read as not run.")
-
-
-def _report_config():
-  path = os.path.join(suite.CONFIG_DIR, "report.py")
-  spec = importlib.util.spec_from_file_location("rc_jax_report_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def _publish(report_dir: str, target: str) -> None:
@@ -57,7 +48,7 @@ def main(argv):
             f"{', '.join(s.name for s in sweeps)}", file=sys.stderr)
       sys.exit(2)
     sweeps = [s for s in sweeps if s.name in _ONLY.value]
-  cfg = _report_config()
+  cfg = suite.load_report_config()
   values, commands = {}, {}
   for index, sweep in enumerate(sweeps):
     sweep_dir = os.path.join(workdir, sweep.name)
@@ -67,15 +58,23 @@ def main(argv):
       continue
     t0 = time.perf_counter()
     values[sweep.name] = collect.load_or_collect(sweep.config(preset), sweep_dir,
-                                                 dict(cfg.exploratory_onset))
+                                                 cfg.concentration.metric,
+                                                 cfg.concentration.layer_reduce)
     logging.info("[%d/%d] %s ready in %.0fs", index + 1, len(sweeps), sweep.name,
                  time.perf_counter() - t0)
   if _ONLY.value:
     return
+  control_rows = controls.battery(cfg) + [controls.minilm_control(cfg)]
+  unexpected = [f"{r['family']} {r['component']}: {r['case']}" for r in control_rows
+                if not r["passed"]]
+  for row in unexpected:
+    logging.warning("control not as expected: %s", row)
   evaluated = claims.evaluate(values, cfg)
   command = f"python experiments/report.py --preset={preset} --workdir={workdir}"
-  path = writer.write_report(workdir, preset, values, evaluated, cfg, commands, command)
+  path = writer.write_report(workdir, preset, values, evaluated, cfg, commands, command,
+                             control_rows)
   print(f"report: {path}")
+  print(f"  controls: {len(control_rows) - len(unexpected)} of {len(control_rows)} as expected")
   for claim in evaluated:
     print(f"  {claim['verdict']:>15}  {claim['title']}")
   if _PUBLISH.value:

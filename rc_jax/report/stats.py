@@ -137,8 +137,7 @@ def onset_median(onsets: Sequence[float | None], budget: float) -> float:
 
 
 def onset_trend(brakes: Sequence[float], onsets: Sequence[float | None],
-                status: Sequence[str], budget: float, *, alpha: float = 0.05,
-                min_fraction: float = 0.5) -> dict:
+                status: Sequence[str], budget: float, *, alpha: float = 0.05) -> dict:
   """Claim 2 on one sweep: does the onset step increase with the brake?
 
   Args:
@@ -148,14 +147,12 @@ def onset_trend(brakes: Sequence[float], onsets: Sequence[float | None],
       budget: diverged) or "pre-existing" (above the threshold at step 0).
     budget: the last logged step (where "censored" runs are censored).
     alpha: one-sided level of the trend test.
-    min_fraction: share of the smallest brake's comparable runs that must have an onset for there
-      to be something to delay.
 
   Returns:
     dict with per-brake `brakes`, `medians` (Kaplan-Meier over the comparable runs; inf = not
     reached), `fractions` (share with an onset), `n_pre_existing` and `n_early`; `tau`, `p_value`;
-    `outcome`: inconclusive when the smallest brake has too few onsets (nothing to delay), yes when
-    tau > 0 with one-sided p < alpha, no when tau <= 0, else inconclusive; and a `reason`.
+    `outcome`: inconclusive when no run has an onset (nothing to delay), yes when tau > 0 with
+    one-sided p < alpha, no when tau <= 0, else inconclusive; and a `reason`.
   """
   order = sorted(set(float(b) for b in brakes))
   comparable = [s in ("onset", "censored") for s in status]
@@ -173,10 +170,9 @@ def onset_trend(brakes: Sequence[float], onsets: Sequence[float | None],
             "n_early": sum(s == "early" for s in status), "tau": math.nan, "p_value": math.nan}
   x = [float(b) for b, c in zip(brakes, comparable) if c]
   y = [t for t, c in zip(times, comparable) if c]
-  if not order or not (fractions[0] >= min_fraction):
+  if "onset" not in status:
     return dict(result, outcome=INCONCLUSIVE,
-                reason="no onset in most runs at the smallest brake: nothing for the brake to "
-                       "delay")
+                reason="no run has an onset: nothing for the brake to delay")
   if len(set(x)) < 2 or len(set(y)) < 2:
     return dict(result, outcome=NO, reason="onset times do not vary with the brake")
   test = scipy_stats.kendalltau(x, y, alternative="greater")

@@ -60,6 +60,18 @@ def load_config(family: str, arg: str):
   return config
 
 
+def load_report_config(path: str | None = None):
+  """`get_config()` of `configs/report.py` (or of the config file `path`): the report's statistic,
+  nulls, margins and calibrated thresholds."""
+  path = path or os.path.join(CONFIG_DIR, "report.py")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"report config {path} not found")
+  spec = importlib.util.spec_from_file_location("rc_jax_report_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
 def trained_sweeps() -> list[Sweep]:
   """Claim 1's sweeps: every family on every task, default router."""
   return [Sweep(family, (task,) if task else ()) for family in FAMILIES for task in TASKS[family]]

@@ -3,9 +3,11 @@
 Layout of the report directory:
 
     REPORT.md
-    figures/onset_vs_brake.png       censored median onset and share of seeds with an onset
-    figures/signature.png            each signature metric, trained vs its three nulls
+    figures/onset_vs_brake.png       censored median onset and share of runs with an onset
+    figures/signature.png            each signature metric, trained vs its nulls and the shuffled
+                                     probe
     figures/phase_<sweep>.png        copies of the family sweeps' phase diagrams
+    tables/controls.csv              the control battery: every case, expected and obtained
     tables/claims.csv                every row of every claim table
     tables/values.csv                per sweep x metric x (final | init | shuffled) x brake: mean, sd
 """
@@ -42,7 +44,7 @@ def _seed_stats(values: list) -> tuple[float, float]:
 
 
 def signature_figure(path: str, values: dict, cfg) -> str:
-  """Bars per trained sweep and signature metric: trained vs init, prior-router and shuffled."""
+  """Bars per trained sweep and signature metric: trained vs init, prior twin and shuffled probe."""
   components = list(cfg.signature.items())
   sweeps = [s.name for s in trained_sweeps() if s.name in values]
   fig, axes = plt.subplots(1, len(components), figsize=(4.2 * len(components), 0.45 * len(sweeps)
@@ -50,11 +52,11 @@ def signature_figure(path: str, values: dict, cfg) -> str:
   height = 0.2
   for ax, (label, component) in zip(axes[0], components):
     metric = component["metric"]
-    for k, null in enumerate(("trained",) + claims_lib.NULLS):
+    for k, null in enumerate(("trained", "init", "prior", "shuffled")):
       means, sds = [], []
       for name in sweeps:
         seeds = (claims_lib._seed_values(values[name], "final", metric) if null == "trained" else
-                 claims_lib._null_values(values, name, null, metric))
+                 claims_lib.null_values(values, name, null, metric))
         mean, sd = _seed_stats(seeds)
         means.append(mean)
         sds.append(sd)
@@ -63,7 +65,7 @@ def signature_figure(path: str, values: dict, cfg) -> str:
     ax.set_yticks(np.arange(len(sweeps)), sweeps)
     ax.invert_yaxis()
     ax.set_xlabel(f"{metric} ({'max' if stats.direction(metric) > 0 else 'min'} over layers)")
-    ax.set_title(label)
+    ax.set_title(f"{label} (nulls: {', '.join(component['nulls'])})", fontsize="medium")
   axes[0][0].legend(loc="lower right", fontsize="small")
   fig.suptitle("Signature at brake 0, final step: trained model vs its nulls (mean ± seed sd)")
   fig.tight_layout()
@@ -103,46 +105,161 @@ def onset_figure(path: str, evaluated: list) -> str:
   return path
 
 
-def _write_tables(directory: str, values: dict, evaluated: list) -> list[str]:
-  os.makedirs(directory, exist_ok=True)
-  claims_path = os.path.join(directory, "claims.csv")
-  columns = ["claim", "subject", "what", "measurement", "nulls", "outcome", "sweeps"]
-  with outputs.atomic_open(claims_path) as f:
+def _write_csv(path: str, columns: list, rows) -> str:
+  with outputs.atomic_open(path) as f:
     writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for claim in evaluated:
-      for row in claim["rows"]:
-        writer.writerow(dict(row, sweeps=" ".join(row["sweeps"])))
-  values_path = os.path.join(directory, "values.csv")
-  with outputs.atomic_open(values_path) as f:
-    writer = csv.writer(f, lineterminator="\n")
-    writer.writerow(["sweep", "which", "metric", "brake", "learning_rate", "mean", "sd", "n"])
-    for name, v in sorted(values.items()):
-      grid = sorted({(r["brake"], r["learning_rate"]) for r in v["runs"]})
-      for which in ("final", "init", "shuffled"):
-        for metric in sorted(v[which]):
-          for brake, lr in grid:
-            seeds = [v[which][metric][i] for i, r in enumerate(v["runs"])
-                     if r["brake"] == brake and r["learning_rate"] == lr]
-            mean, sd = _seed_stats(seeds)
-            writer.writerow([name, which, metric, brake, lr, f"{mean:.6g}", f"{sd:.6g}",
-                             sum(s is not None for s in seeds)])
-  return [claims_path, values_path]
+    writer.writerows(rows)
+  return path
 
 
-def _table(rows: list) -> str:
-  lines = ["| subject | measured | measurement (trained: mean ± seed sd; paired effect ± bound) "
-           "| nulls | outcome |", "|---|---|---|---|---|"]
-  for row in rows:
-    cells = [row["subject"], row["what"], row["measurement"], row["nulls"],
-             row["outcome"] + (f" ({row['reason']})" if row.get("reason") else "")]
-    lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+def _write_tables(directory: str, values: dict, evaluated: list, controls: list) -> list[str]:
+  os.makedirs(directory, exist_ok=True)
+  paths = [_write_csv(os.path.join(directory, "controls.csv"), list(CONTROL_COLUMNS), controls),
+           _write_csv(os.path.join(directory, "claims.csv"),
+                      ["claim", "subject", "what", "measurement", "nulls", "descriptive",
+                       "outcome", "sweeps"],
+                      (dict(row, sweeps=" ".join(row["sweeps"]))
+                       for claim in evaluated for row in claim["rows"]))]
+  rows = []
+  for name, v in sorted(values.items()):
+    grid = sorted({(r["brake"], r["learning_rate"]) for r in v["runs"]})
+    for which in ("final", "init", "shuffled"):
+      for metric in sorted(v[which]):
+        column = claims_lib.reduced(v, which, metric)
+        for brake, lr in grid:
+          seeds = [column[i] for i, r in enumerate(v["runs"])
+                   if r["brake"] == brake and r["learning_rate"] == lr]
+          mean, sd = _seed_stats(seeds)
+          rows.append({"sweep": name, "which": which, "metric": metric, "brake": brake,
+                       "learning_rate": lr, "mean": f"{mean:.6g}", "sd": f"{sd:.6g}",
+                       "n": sum(x is not None for x in seeds)})
+  paths.append(_write_csv(os.path.join(directory, "values.csv"),
+                          ["sweep", "which", "metric", "brake", "learning_rate", "mean", "sd", "n"],
+                          rows))
+  return paths
+
+
+CONTROL_COLUMNS = ("family", "component", "case", "expected", "obtained", "values", "threshold",
+                   "nulls")
+
+# Every change made after v1's results were seen (issue 14), and why.
+CHANGES_AFTER_V1 = (
+    ("Concentration statistic: `shared_sources > 0.25` (a vote per source, averaged over heads) "
+     "became `hub_excess` (per head, the largest share of its routing mass one source takes "
+     "beyond max(prior share, uniform share); max over heads, then layers).",
+     "v1's statistic failed its positive controls: one sinking head of four read 0.25 for any sink "
+     "mass (never above the rule's > 0.25), a dormant head the same, token-conditional sinks never "
+     "won the vote, random initialisation read 0.22-0.63 (7 of 8 seeds 'concentrated'), and a "
+     "content-free brake manufactured 'hubs' (0.77 -> 1.17). shared_sources stays as a "
+     "descriptive column."),
+    ("Onset thresholds are calibrated per family on initialisations (8 seeds x every brake x "
+     "every task, seeds 100-107) and the prior twin: max(0.1, 1.5 x the largest null value); an "
+     "onset must also rise 0.05 above the run's own step-0 value; a run above the threshold at "
+     "step 0 is pre-existing, never an onset at step 0.",
+     "v1's fixed threshold fired at initialisation: its onsets 'at step 0 for every brake' "
+     "(attention-recall, rwkv, rwkv-recall) were artefacts."),
+    ("Each component is compared with the nulls it can fairly be asked to beat: concentration "
+     "with init and the prior twin; collapse with init only; stratification with init, and with "
+     "the prior twin only where its keys are not equal by construction (not ssm, depth).",
+     "The prior twin at brake 0 routes uniformly, the strongest rank-collapser there is, so "
+     "'collapse beyond it' cannot be won; the SSM's and AttnRes' prior keys are equal by "
+     "construction (CV 2e-7, 5e-6)."),
+    ("The shuffled probe is a descriptive column (input-specificity), in no verdict.",
+     "A shuffled probe keeps BOS / [CLS] in place, so a positional sink survives it: v1 rejected "
+     "MiniLM's textbook [CLS] sink (6.46 >= 5.93) and every trained sink by this rule."),
+    ("Relative effects on a null near 0 are floored: (trained - null) / max(|null|, 0.2) for "
+     "key_norm_cv.",
+     "v1 reported relative effects of 1.8e6 (ssm) and 5.9e3 (depth) against keys equal by "
+     "construction."),
+    ("8 seeds per trained sweep (v1: 3); each comparison states its minimum detectable effect "
+     "(one-sided paired t, 80% power, noncentral t); t quantiles from scipy instead of a typed "
+     "table.",
+     "With n = 3 the one-sided bound is 1.69 seed sd, larger than v1's 0.25 margin for hub counts "
+     "with sd 0.2-0.4: most v1 outcomes could not have been 'yes'."),
+    ("Claim 2 tests what it says, the onset step increasing with the brake: Kendall's tau-b "
+     "between brake and censored onset over runs, one-sided; 'whether' is declared untestable "
+     "within a finite budget.",
+     "v1's rule (monotone medians, an onset at the smallest brake, none at the largest) asked for "
+     "'never' at the largest brake, which the claim itself says is not the brake's effect. The "
+     "test runs whenever some run has an onset: a first draft also asked for onsets in half of "
+     "the smallest brake's runs, dropped after the first v2 sweep was seen (attention: 3 of 8), "
+     "since the censored rank test needs no such gate."),
+    ("The exploratory sink_excess_prior onset of v1 is dropped.",
+     "It was chosen after v1's sweeps were seen and is superseded by the calibrated hub_excess "
+     "onset."),
+    ("A control battery runs this pipeline on planted routings of every family and on MiniLM "
+     "before any verdict, and the report shows it first.",
+     "A verdict is only informative if the same pipeline says yes where the answer is known to "
+     "be yes and no where it is known to be no."),
+)
+
+
+def _markdown(columns: list[str], rows: list[list[str]]) -> str:
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in rows]
   return "\n".join(lines)
 
 
+def _table(rows: list) -> str:
+  return _markdown(
+      ["subject", "measured", "trained (mean ± seed sd)",
+       "vs nulls (paired effect ± bound, MDE: outcome)", "descriptive", "outcome"],
+      [[row["subject"], row["what"], row["measurement"], row["nulls"], row.get("descriptive", ""),
+        row["outcome"] + (f" ({row['reason']})" if row.get("reason") else "")] for row in rows])
+
+
+def _controls_section(controls: list, cfg) -> list[str]:
+  passed = sum(row["passed"] for row in controls)
+  lines = ["## Can the instrument see it?", "",
+           "The verdict pipeline below (the same statistics, margins, nulls and calibrated "
+           "thresholds) run first on cases whose answer is known: planted routings in every "
+           "family's routing shape (`rc_jax/report/controls.py`, "
+           f"{cfg.controls.seeds} draws each, paired with independent draws of a random logit "
+           "tilt of initialisation scale as the init null and the routing's own prior as the "
+           "prior null), and a pretrained model with a known sink. *yes* = the paired verdict is "
+           "yes and every draw is above the family's onset threshold; *no* = the verdict is not "
+           "yes and every draw is at or below it.", "",
+           f"**{passed} of {len(controls)} control rows as expected.**", ""]
+  lines.append(_markdown(
+      ["family", "component", "case", "expected", "obtained", "values: mean [min, max]",
+       "threshold", "nulls"],
+      [[r["family"], r["component"], r["case"], r["expected"],
+        r["obtained"] if r["passed"] else f"**{r['obtained']} (unexpected)**", r["values"],
+        r["threshold"], r["nulls"]] for r in controls]))
+  return lines + [""]
+
+
+def _calibration_section(values: dict, cfg) -> list[str]:
+  rows = []
+  for family, cal in cfg.calibration.items():
+    own = []
+    for sweep in trained_sweeps():
+      if sweep.family == family and sweep.name in values:
+        own += [v for v in claims_lib.reduced(values[sweep.name], "init",
+                                              cfg.concentration.metric) if v is not None]
+    rows.append([family, cal["n_init"], f"{cal['init_mean']:.3g}", f"{cal['init_q99']:.3g}",
+                 f"{cal['init_max']:.3g}", f"{cal['prior_max']:.3g}",
+                 f"**{cfg.concentration.thresholds[family]:g}**",
+                 f"{len(own)}: max {max(own):.3g}" if own else "not run"])
+  return ["## Calibration of the onset thresholds", "",
+          f"`{cfg.concentration.metric}` ({cfg.concentration.layer_reduce} over layers) where the "
+          "answer is no: at initialisation (seeds 100-107 x every brake of the grid x every task "
+          "of the family) and on the positional-prior twin, recorded in `configs/report.py` "
+          "before the v2 sweeps (`python experiments/calibrate.py`). Threshold = "
+          f"max({cfg.concentration.floor:g}, {cfg.concentration.safety:g} x the largest null "
+          "value). The last column checks it against the report's own sweeps at step 0 "
+          "(8 seeds x every brake).", "",
+          _markdown(["family", "n init", "init mean", "init q99", "init max", "prior twin max",
+                     "threshold", "sweeps' step 0 (n: max)"], rows), ""]
+
+
 def write_report(report_dir: str, preset: str, values: dict, evaluated: list, cfg,
-                 commands: dict, report_command: str) -> str:
-  """Writes REPORT.md, figures/ and tables/ under `report_dir`; returns the REPORT.md path."""
+                 commands: dict, report_command: str, controls: list) -> str:
+  """Writes REPORT.md, figures/ and tables/ under `report_dir`; returns the REPORT.md path.
+
+  `controls` are the control battery's rows (`controls.battery`, plus any pretrained control).
+  """
   figures = os.path.join(report_dir, "figures")
   os.makedirs(figures, exist_ok=True)
   signature_figure(os.path.join(figures, "signature.png"), values, cfg)
@@ -155,34 +272,44 @@ def write_report(report_dir: str, preset: str, values: dict, evaluated: list, cf
       if os.path.abspath(source) != os.path.abspath(target):
         shutil.copyfile(source, target)
       phase.append(f"phase_{sweep.name}.png")
-  _write_tables(os.path.join(report_dir, "tables"), values, evaluated)
-
-  lines = [f"# Routing-collapse report ({preset} preset)", "",
+  _write_tables(os.path.join(report_dir, "tables"), values, evaluated, controls)
+  conc = cfg.concentration
+  lines = [f"# Routing-collapse report, version 2 ({preset} preset)", "",
            f"Generated {datetime.date.today().isoformat()} by `{report_command}` on "
            f"{platform.machine()} / {os.cpu_count()} CPU cores, JAX {jax.__version__} "
            f"({jax.default_backend()}). Every number below comes from the sweeps listed under "
-           "*Commands*; every verdict from the rules stated with each claim and the margins in "
-           "`configs/report.py`, fixed before any sweep ran. The claims are those of arXiv "
-           "2606.22325, stated as hypotheses under test.", "",
+           "*Commands*; every verdict from the rules stated with each claim and the statistic, "
+           "nulls, margins and thresholds in `configs/report.py`. The claims are those of arXiv "
+           "2606.22325, stated as hypotheses under test. Version 1 "
+           "([REPORT_v1.md](REPORT_v1.md)) failed its positive controls; what changed after it, "
+           "and why, is listed at the end.", "",
            "| claim | verdict |", "|---|---|"]
   lines += [f"| {claim['title']} | **{claim['verdict']}** |" for claim in evaluated]
-  lines += ["", "## How to read it", "",
+  lines += [""] + _controls_section(controls, cfg) + _calibration_section(values, cfg)
+  lines += ["## How to read it", "",
             "- Measurements are taken at the final step of training on the fixed probe batch, at "
             "the smallest brake (0) unless stated, for each seed; a per-layer metric is reduced "
             "over layers in the direction the signature predicts (max for concentration and "
-            "stratification, min for effective rank): *the signature appears in some layer*.",
+            "stratification, min for effective rank): *the signature appears in some layer*. Gu "
+            "et al.'s sink rate is averaged over layers (a share of (layer, head)).",
+            f"- Concentration is `{conc.metric}`: per head, the largest share of the head's "
+            "routing mass that one source takes beyond max(its positional-prior share, the "
+            "uniform share), pooled over the probe's sequences; the max over heads "
+            "(`rc_jax/metrics.py`).",
             "- Nulls, per trained sweep and seed: **init** (the same model at step 0), **prior** "
             "(the same architecture, data, grid and steps trained with its router's content "
-            "score removed: the positional-prior router), **shuffled** (the trained model on the "
-            "probe with its tokens after BOS shuffled; node features permuted for graphs).",
+            "score removed: the positional-prior router). Descriptive: **shuffled** (the trained "
+            "model on the probe with its tokens after BOS shuffled; node features permuted for "
+            "graphs), shared_sources (v1's statistic) and Gu et al.'s sink rate.",
             f"- Paired effects over seeds with a one-sided {cfg.confidence:.0%} Student-t bound; "
             "outcome *yes* = beyond the margin with the bound above 0, *no* = the bound below the "
-            "margin, *inconclusive* = neither. Margins: " +
+            "margin, *inconclusive* = neither. MDE = the smallest true paired effect the test "
+            f"detects with {cfg.power:.0%} power at the observed spread. Margins: " +
             "; ".join(f"{label} `{c['metric']}` {'relative ' if c['relative'] else ''}"
                       f"{c['margin']:g} ({'increase' if c['direction'] > 0 else 'decrease'})"
                       for label, c in cfg.signature.items()) + ".",
             "- Onsets are censored: a run without an onset within the budget counts as *never* "
-            "(censored at the budget), never dropped; the median is censoring-aware.",
+            "(censored at the budget), never dropped; medians are Kaplan-Meier.",
             "", "Figures: [signature vs nulls](figures/signature.png), "
             "[onset vs brake](figures/onset_vs_brake.png)" +
             "".join(f", [{p[6:-4]} phase diagram](figures/{p})" for p in phase) + ".", ""]
@@ -192,7 +319,11 @@ def write_report(report_dir: str, preset: str, values: dict, evaluated: list, cf
     if claim.get("caveat"):
       lines += [f"*Caveat.* {claim['caveat']}", ""]
     lines += [_table(claim["rows"]), ""]
-  lines += ["## Commands", "", "Each sweep, resumable and reused by the report:", "", "```"]
+  lines += ["## What changed after v1, and why", "",
+            "Every change below was made after v1's results and its failed positive controls were "
+            "seen (post hoc); v1 is kept unchanged as [REPORT_v1.md](REPORT_v1.md).", ""]
+  lines += [f"{i}. {change} *Why:* {why}" for i, (change, why) in enumerate(CHANGES_AFTER_V1, 1)]
+  lines += ["", "## Commands", "", "Each sweep, resumable and reused by the report:", "", "```"]
   lines += [command for command, _ in commands.values()]
   lines += ["```", "", "Regenerate everything (finished sweeps are reused):", "", "```",
             report_command, "```", ""]
