@@ -4,6 +4,9 @@ One model:
   python experiments/pretrained.py --checkpoint=/path/to/gpt2 --workdir=runs/gpt2
 Several models in one table and figure:
   python experiments/pretrained.py --checkpoints=/ckpt/gpt2,/ckpt/gpt2-medium --workdir=runs/scale
+Training revisions of one model (directories named ...step<N>): also the signature against the step
+  python experiments/pretrained.py --checkpoints=/ckpt/pythia-160m/step0,/ckpt/pythia-160m/step1000
+      --workdir=runs/pythia-160m-training
 
 Each directory needs config.json, *.safetensors and tokenizer.json (model_type gpt2, gpt_neox or
 bert). The probe text is rc_jax's built-in prose unless --text_file is given; it is cut into
@@ -26,7 +29,7 @@ from absl import app
 from absl import flags
 
 from rc_jax import pretrained
-from rc_jax.pretrained import experiment, probe
+from rc_jax.pretrained import experiment, probe, training
 from rc_jax.report import suite
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A local Hugging Face checkpoint directory.")
@@ -153,7 +156,10 @@ def main(argv) -> None:
     probe_info = {"source": source, "max_tokens": _MAX_TOKENS.value,
                   "max_sequences": _MAX_SEQUENCES.value, "seed": _SEED.value,
                   "dtype": _DTYPE.value}
-    experiment.write_outputs(results, tmp_dir, probe_info, report_cfg)
+    steps = training.revision_steps(dirs)
+    if steps:
+      print(f"training revisions at steps {sorted(steps)}: writing the signature over training")
+    experiment.write_outputs(results, tmp_dir, probe_info, report_cfg, steps)
     _commit(tmp_dir, workdir)
   finally:
     shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -23,7 +23,7 @@ from safetensors.numpy import save_file
 import tokenizers
 import pytest
 
-from rc_jax.pretrained import probe
+from rc_jax.pretrained import probe, training
 import pretrained_errors_test  # pylint: disable=g-bad-import-order  (sibling test helper)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -147,6 +147,36 @@ class CliTest(absltest.TestCase):
     self.assertCountEqual(["notes.txt", "metrics.csv", "summary.json", "verdicts.csv",
                            "REPORT.md", "figures"], os.listdir(self.workdir))
     self.assertEqual([], [f for f in os.listdir(self.root) if ".tmp-" in f])
+
+  def test_training_revisions_write_the_signature_over_training(self):
+    revisions = []
+    for seed, step in enumerate((1000, 0, 8000)):   # given out of order
+      path = os.path.join(self.root, "tiny-neox", f"step{step}")
+      pretrained_errors_test.write_checkpoint(path, TINY_NEOX, seed=seed)
+      write_tokenizer(path, TINY_NEOX["vocab_size"])
+      revisions.append(path)
+    status, stderr = self.run_cli(f"--checkpoints={','.join(revisions)}", "--max_tokens=8",
+                                  "--max_sequences=3", f"--workdir={self.workdir}")
+    self.assertEqual(0, status, stderr)
+    with open(os.path.join(self.workdir, "summary.json")) as f:
+      over_training = json.load(f)["training"]
+    self.assertEqual(over_training["steps"], [0, 1000, 8000])
+    self.assertEqual(set(over_training["components"]),
+                     {"concentration", "collapse", "stratification", "Gu sink rate"})
+    self.assertIn(over_training["onset"]["status"], ("onset", "never", "pre-existing"))
+    self.assertEqual(over_training["onset"]["threshold"], 0.157)   # attention's calibrated one
+    with open(os.path.join(self.workdir, "training.csv")) as f:
+      self.assertLen(list(csv.reader(f)), 1 + 3 * 4)
+    self.assertTrue(os.path.isfile(os.path.join(self.workdir, "figures", "training.png")))
+    self.assertIn("## Over training", open(os.path.join(self.workdir, "REPORT.md")).read())
+
+  def test_revision_names(self):
+    self.assertEqual(training.revision_step("/c/pythia-160m/step1000"), 1000)
+    self.assertEqual(training.revision_step("/c/pythia-160m-step0/"), 0)
+    self.assertIsNone(training.revision_step("/c/pythia-160m"))
+    self.assertIsNone(training.revision_steps(["/c/m/step1", "/c/gpt2"]))
+    self.assertEqual(training.model_label("/c/pythia-160m/step1000"), "pythia-160m")
+    self.assertEqual(training.model_label("/c/pythia-160m-step1000"), "pythia-160m")
 
   def test_usage_errors(self):
     out = f"--workdir={self.workdir}"

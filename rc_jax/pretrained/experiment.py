@@ -10,6 +10,8 @@ weights ("random_init"), and the checkpoint on token-shuffled text ("token_shuff
   summary.json     per model: architecture, size, probe size, metric means over layers and heads
                    and per-layer means, for each baseline
   comparison.csv   (several models) one row per model x baseline with the metric means
+  training.csv, figures/training.png  (revisions of one model, `training`) the signature against
+                   the training step, with the concentration onset
   verdicts.csv     one row per model x signature component: the report's paired verdict of the
                    checkpoint against its random initialisation over probe sequences
                    (`verdicts.verdict_rows`); also under "verdicts" in summary.json
@@ -31,7 +33,7 @@ from typing import Any, Sequence
 import jax
 
 from rc_jax import pretrained
-from rc_jax.pretrained import analysis, figures, loading, probe, verdicts
+from rc_jax.pretrained import analysis, figures, loading, probe, training, verdicts
 
 
 @dataclasses.dataclass
@@ -106,10 +108,12 @@ def _safe(name: str) -> str:
 
 
 def write_outputs(results: Sequence[ModelResult], out_dir: str, probe_info: dict[str, Any],
-                  report_cfg) -> None:
+                  report_cfg, steps: Sequence[int] | None = None) -> None:
   """Writes the tables, summary, verdicts and figures of `results` into `out_dir` (which must
-  exist); `report_cfg` is the report's config (`configs/report.py`: margins and thresholds)."""
+  exist); `report_cfg` is the report's config (`configs/report.py`: margins and thresholds).
+  `steps`: the training step of each result when they are revisions of one model (`training`)."""
   rows = [row for result in results for row in verdicts.verdict_rows(result, report_cfg)]
+  over_training = training.series(results, steps, report_cfg) if steps else None
   with open(os.path.join(out_dir, "metrics.csv"), "w", newline="", encoding="utf-8") as f:
     writer = csv.writer(f)
     writer.writerow(("model", "layer", "head", "metric", "value", "baseline"))
@@ -118,6 +122,10 @@ def write_outputs(results: Sequence[ModelResult], out_dir: str, probe_info: dict
         writer.writerows(analysis.tidy_rows(result.runs[baseline]))
   summary = {"probe": probe_info, "baselines": list(analysis.BASELINES), "models": {},
              "verdicts": rows}
+  if over_training:
+    summary["training"] = over_training
+    path = results[0].info.get("path")
+    training.write(over_training, out_dir, training.model_label(path) if path else results[0].name)
   for result in results:
     summary["models"][result.name] = {
         **result.info,
@@ -127,7 +135,7 @@ def write_outputs(results: Sequence[ModelResult], out_dir: str, probe_info: dict
     }
   with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as f:
     json.dump(_finite(summary), f, indent=1)
-  _write_verdicts(rows, out_dir, probe_info)
+  _write_verdicts(rows, out_dir, probe_info, over_training)
   for result in results:
     fig_dir = os.path.join(out_dir, "figures", _safe(result.name))
     os.makedirs(fig_dir, exist_ok=True)
@@ -144,7 +152,8 @@ _VERDICT_COLUMNS = ("model", "component", "metric", "trained", "random_init", "t
                     "above_random_init", "obtained")
 
 
-def _write_verdicts(rows: list[dict], out_dir: str, probe_info: dict[str, Any]) -> None:
+def _write_verdicts(rows: list[dict], out_dir: str, probe_info: dict[str, Any],
+                    over_training: dict | None) -> None:
   with open(os.path.join(out_dir, "verdicts.csv"), "w", newline="", encoding="utf-8") as f:
     writer = csv.DictWriter(f, fieldnames=_VERDICT_COLUMNS, extrasaction="ignore")
     writer.writeheader()
@@ -162,6 +171,14 @@ def _write_verdicts(rows: list[dict], out_dir: str, probe_info: dict[str, Any]) 
           "then layers) is also read against the family's calibrated onset threshold. The "
           "token-shuffled probe and Gu et al.'s sink rate are descriptive: a shuffled probe keeps "
           "[CLS] / BOS in place.", "", verdicts.markdown(rows), ""]
+  if over_training:
+    onset = over_training["onset"]
+    text += ["## Over training", "",
+             f"Revisions at steps {', '.join(str(s) for s in over_training['steps'])} "
+             "([training.csv](training.csv), [figure](figures/training.png)). Concentration onset "
+             f"under the report's rule (above {onset['threshold']:g} and {onset['rise']:g} above the "
+             f"first revision, staying there): **{onset['status']}**"
+             + (f" at step {onset['step']:g}." if onset["step"] is not None else "."), ""]
   with open(os.path.join(out_dir, "REPORT.md"), "w", encoding="utf-8") as f:
     f.write("\n".join(text))
 
