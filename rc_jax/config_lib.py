@@ -17,15 +17,17 @@ A config (`ml_collections.ConfigDict`) has these sections:
   sweep       seeds, brakes, learning_rates: the grid, flattened to one run axis
   execution   mode ("auto" | "vmap" | "map" | "sequential"), chunk (runs per vmapped group for
               "map"), memory_budget_gib (per-device budget for "auto"; 0 = the device's limit, or
-              8 GiB on CPU; see rc_jax.memory_plan)
+              8 GiB on CPU; see rc_jax.memory_plan), svd_method (how the in-step effective ranks
+              get their singular values, `rc_jax.metrics.singular_values`: "svd" | "jacobi" (GPU)
+              | "gram64" (float64; needs jax_enable_x64): the same quantity to ~1e-7)
   metrics     sink_eps, hub_factor, onset_metric, onset_threshold, onset_rise (the onset must also
               be this far above the run's own step-0 value; `rc_jax.metrics.onset_step`),
               onset_layer_reduce
   checkpoint  max_to_keep (>= 2: the previous checkpoint is the fallback for a damaged latest one)
   output      tensorboard (False: also write TensorBoard event files per run, `rc_jax.tensorboard`)
 
-`execution`, `checkpoint` and `output` never change the numbers: a workdir resumes (or grows, see
-`rc_jax.grid`) whatever their values.
+`execution`, `checkpoint` and `output` never change the numbers beyond float32 rounding: a workdir
+resumes (or grows, see `rc_jax.grid`) whatever their values.
 
 `configs/<router>.py` files call `sweep_config(router, arg)`: `arg` is a preset optionally followed
 by comma-separated variants (`"cpu,recall,prior"`), each a named set of overrides (`VARIANTS`).
@@ -41,7 +43,7 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
-from rc_jax import tasks
+from rc_jax import metrics, tasks
 from rc_jax.problem import ROUTERS
 
 PRESETS = ("tiny", "cpu", "paper")
@@ -72,7 +74,7 @@ def base_config(router: str, preset: str) -> ml_collections.ConfigDict:
   # at n = 8 against 1.69 sd at n = 3 (the report states each component's detectable effect)
   c.sweep = dict(seeds=tuple(range(8)), brakes=(0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
                  learning_rates=(3e-3,))
-  c.execution = dict(mode="auto", chunk=8, memory_budget_gib=0.0)
+  c.execution = dict(mode="auto", chunk=8, memory_budget_gib=0.0, svd_method="svd")
   # onset, the same for every family: in some layer, some head routes more than 0.1 of its mass to
   # one source beyond the positional prior (`metrics.hub_excess`), at least 0.05 more than the run
   # did at initialisation (configs/report.py: how 0.1 was calibrated on initialisations)
@@ -215,6 +217,7 @@ def validate(config) -> None:
   _check_choice(config, "model.score", SCORES)
   _check_choice(config, "model.positions", POSITIONS)
   _check_choice(config, "execution.mode", EXECUTION_MODES)
+  _check_choice(config, "execution.svd_method", metrics.RANK_METHODS)
   _check_choice(config, "metrics.onset_layer_reduce", LAYER_REDUCTIONS)
   _check_choice(config, "model.normalise", NORMALISATIONS)
   _check_choice(config, "model.brake_slopes", BRAKE_SLOPES)

@@ -112,7 +112,8 @@ def make_train(config) -> Trainer:
     out, probe_loss, probe_accuracy = problem.probe(params, hparams["brake"], shuffled)
     per_layer = [metrics.collapse_metrics(routing, hidden, prior=prior, routed=routed,
                                           eps=metrics_cfg.sink_eps,
-                                          hub_factor=metrics_cfg.hub_factor)
+                                          hub_factor=metrics_cfg.hub_factor,
+                                          rank_method=config.execution.svd_method)
                  for routing, prior, hidden, routed in zip(out.routings, out.priors, out.hidden,
                                                            out.routed)]
     logs = {name: jnp.stack([m[name] for m in per_layer]) for name in per_layer[0]}

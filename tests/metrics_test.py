@@ -24,7 +24,8 @@ _ROUTED_KEYS = {"effective_rank_routed", "rank_collapse_residual_routed"}
 
 def _jitted(fn):
   """`fn` under jit (eager op-by-op dispatch compiles every primitive per shape: far slower)."""
-  static = [name for name in ("reduce", "weighted") if name in inspect.signature(fn).parameters]
+  static = [name for name in ("reduce", "weighted", "method", "rank_method", "head_axis")
+            if name in inspect.signature(fn).parameters]
   return jax.jit(fn, static_argnames=static)
 
 
@@ -552,6 +553,43 @@ class WeightedPriorReferenceTest(parameterized.TestCase):
     want = _reference_weighted(routing, prior, factor, min_share, min_users)
     got = _jm.shared_source_count(routing, prior, factor, min_share, min_users, reduce=False)
     np.testing.assert_array_equal(got, want["shared_prior"])
+
+
+class SingularValueMethodsTest(parameterized.TestCase):
+  """Effective rank within 1e-5 relative of a float64 SVD on the hard cases, for every method this
+  backend implements ("jacobi" is GPU/TPU only: benchmarks/gpu_check.py measures it there)."""
+
+  @staticmethod
+  def _cases():
+    rng = np.random.default_rng(0)
+    n, d = 96, 48
+    rank1 = rng.normal(size=(n, 1)) @ rng.normal(size=(1, d))
+    u, _ = np.linalg.qr(rng.normal(size=(n, d)))
+    v, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    return {"near rank 1": rank1 + 1e-3 * rng.normal(size=(n, d)),
+            "6-decade spectrum": (u * np.logspace(0, -6, d)) @ v.T,
+            "gaussian": rng.normal(size=(n, d))}
+
+  @staticmethod
+  def _reference(x):
+    s = np.linalg.svd(np.asarray(x, np.float32).astype(np.float64), compute_uv=False)
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+  @parameterized.parameters("svd", "gram64")
+  def test_accuracy_on_hard_cases(self, method):
+    for name, x in self._cases().items():
+      with jax.enable_x64(method == "gram64"):
+        got = float(_jm.effective_rank(jnp.asarray(x, jnp.float32), method=method))
+      self.assertLess(abs(got - self._reference(x)) / self._reference(x), 1e-5, (method, name))
+
+  def test_methods_fail_clearly_where_unavailable(self):
+    x = jnp.ones((4, 3))
+    with self.assertRaisesRegex(ValueError, "jax_enable_x64"):
+      _jm.effective_rank(x, method="gram64")
+    with self.assertRaisesRegex(ValueError, "method must be one of"):
+      _jm.effective_rank(x, method="qr")
 
 
 class CollapseMetricsWithPriorTest(parameterized.TestCase):

@@ -4,10 +4,10 @@ from absl.testing import absltest
 import jax
 import jax.numpy as jnp
 import numpy as np
-import torch
 import pytest
 
-from benchmarks import torch_lm
+torch = pytest.importorskip("torch", reason="the PyTorch baseline needs torch (the test extra)")
+from benchmarks import torch_lm  # pylint: disable=g-import-not-at-top,wrong-import-position
 from rc_jax import config_lib, metrics, train
 from rc_jax.models import build_model
 from rc_jax.problem import build_problem, sequence_probe_batch

@@ -345,7 +345,6 @@ def _effective_rank_fn():
 
 def collapse_rows(family: str, cfg) -> list[dict]:
   controls = cfg.controls
-  component = dict(cfg.signature.collapse)
   shape = ((controls.seq_len, _WIDTH) if family == "graph" else
            (_BATCH, controls.seq_len, _WIDTH))
 
@@ -354,15 +353,23 @@ def collapse_rows(family: str, cfg) -> list[dict]:
                   for s in range(controls.seeds)])
     return np.asarray(_effective_rank_fn()(jnp.asarray(x, jnp.float32)), np.float64)
 
-  null = ranks(False, 50)
+  return _planted_or_absent(family, "collapse", ranks, "planted rank collapse (one shared "
+                            "direction + 0.1 noise)", "no collapse (independent Gaussian tokens)",
+                            cfg)
+
+
+def _planted_or_absent(family: str, label: str, measure: Callable, planted: str, absent: str,
+                       cfg) -> list[dict]:
+  """The yes and no rows of a representation component: `measure(planted: bool, offset)` draws
+  `seeds` values; the init null is an independent draw without the planted effect."""
+  component = dict(cfg.signature[label])
+  null = measure(False, 50)
   rows = []
-  for name, expected, collapsed, offset in (("planted rank collapse (one shared direction + 0.1 "
-                                             "noise)", stats.YES, True, 51),
-                                            ("no collapse (independent Gaussian tokens)",
-                                             stats.NO, False, 52)):
-    values = ranks(collapsed, offset)
+  for name, expected, plant, offset in ((planted, stats.YES, True, 51),
+                                        (absent, stats.NO, False, 52)):
+    values = measure(plant, offset)
     verdict, text = _verdict(values, {"init": null}, component, cfg)
-    rows.append(_row(family, "collapse", name, expected, values, verdict, None, text))
+    rows.append(_row(family, label, name, expected, values, verdict, None, text))
   return rows
 
 
@@ -381,14 +388,13 @@ def _key_norm_cv_fn(mask_bytes: bytes, shape: tuple[int, ...]):
 def stratification_rows(family: str, cfg) -> list[dict]:
   controls = cfg.controls
   layout = Layout(family, controls.seq_len, controls.n_heads)
-  component = dict(cfg.signature.stratification)
   n_sources = layout.mask.shape[-1]
   shape = layout.leading + (n_sources,)
 
   def cvs(tiers, offset):
     draws = []
     for s in range(controls.seeds):
-      rng = np.random.default_rng(1000 * offset + s)
+      rng = np.random.default_rng(1000 * (offset + 10) + s)
       if family == "depth":    # RMS-normalised keys: equal norms by construction
         norms = np.full(shape, math.sqrt(_WIDTH))
       else:
@@ -400,16 +406,8 @@ def stratification_rows(family: str, cfg) -> list[dict]:
     fn = _key_norm_cv_fn(layout.mask.tobytes(), layout.mask.shape)
     return np.asarray(fn(jnp.asarray(np.stack(draws), jnp.float32)), np.float64)
 
-  null = cvs(False, 60)
-  rows = []
-  for name, expected, tiers, offset in (("planted key-norm tiers (20% of sources at 2.5x)",
-                                         stats.YES, True, 61),
-                                        ("no tiers (independent keys of the same law)",
-                                         stats.NO, False, 62)):
-    values = cvs(tiers, offset)
-    verdict, text = _verdict(values, {"init": null}, component, cfg)
-    rows.append(_row(family, "stratification", name, expected, values, verdict, None, text))
-  return rows
+  return _planted_or_absent(family, "stratification", cvs, "planted key-norm tiers (20% of "
+                            "sources at 2.5x)", "no tiers (independent keys of the same law)", cfg)
 
 
 def battery(cfg) -> list[dict]:
