@@ -4,7 +4,7 @@
         [--out=benchmarks/MEMORY_PLANS.md]
 
 For each family it compiles the paper chunk for 1 and 2 vmapped runs on this machine's first device
-(on CPU about a minute each), fits `rc_jax.memory_plan.PerRun` and prints the plan for `--runs` runs
+(on CPU about a minute each), fits `rc_jax.engine.memory_plan.PerRun` and prints the plan for `--runs` runs
 on one device with a `--budget_gib` budget: all runs vmapped if they fit, else `map` with the largest
 balanced group that fits.
 """
@@ -18,7 +18,7 @@ import time
 
 import jax
 
-from rc_jax import memory_plan
+from rc_jax.engine import memory_plan
 
 FAMILIES = ("attention", "graph", "ssm", "rwkv", "depth")
 _CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")

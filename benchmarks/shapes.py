@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rc_jax import config_lib
+from rc_jax.engine import config_lib
 
 # name -> overrides of the attention `cpu` preset (width 32, seq 32, batch 16, depth 2, 4 heads)
 SHAPES = {

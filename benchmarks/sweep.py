@@ -46,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 
-from rc_jax import config_lib
+from rc_jax.engine import config_lib
 
 DEFAULT_STEPS = config_lib.base_config("attention", "cpu").train.steps  # the default sweep's
 HEADLINE = ("cpu", 16)

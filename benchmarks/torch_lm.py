@@ -13,7 +13,7 @@ The same computation as an `attention` sweep run, written directly in PyTorch fo
 - in-loop collapse measurement every `log_every` steps, as the sweep's `measure`: a probe forward on
   the fixed probe batch returning each layer's routing weights, their content-free prior (the brake
   alone), the residual stream and the attention output before the residual add, then every metric
-  of `rc_jax.metrics.collapse_metrics(routing, hidden, prior=..., routed=...)` per layer, plus probe
+  of `rc_jax.measurement.metrics.collapse_metrics(routing, hidden, prior=..., routed=...)` per layer, plus probe
   loss and accuracy, brought to the host.
 
 `load_flax_params` copies a Flax parameter tree in, so tests can check the two models agree.
@@ -141,7 +141,7 @@ def _ratio(num, den):
 
 def routing_metrics(weights, prior_TxT, key_norms, causal_TxT, *, eps: float,
                     hub_factor: float) -> dict:
-  """`rc_jax.metrics.collapse_metrics`' routing part for causal softmax attention weights
+  """`rc_jax.measurement.metrics.collapse_metrics`' routing part for causal softmax attention weights
   `A [B, H, T, T]`, their content-free prior `P [T, T]` and key norms `[B, H, T]`.
 
   Every source is usable, and every row carries mass 1 (softmax), so the mass-weighted metrics
@@ -212,7 +212,7 @@ def _shared_sources(w, prior_TxT, causal_TxT, factor: float, min_share: float = 
 def _hub_excess(w, prior_TxT, causal_TxT):
   """Per head, the largest share of its routing mass (rows with a choice, pooled over the batch)
   one source takes beyond max(prior, uniform share); the max over heads
-  (`rc_jax.metrics.hub_excess`)."""
+  (`rc_jax.measurement.metrics.hub_excess`)."""
   row_count = causal_TxT.sum(-1, keepdim=True).float()               # [T, 1]
   choice = (row_count >= 2).float()                                  # [T, 1]
   floor = torch.where(causal_TxT, torch.maximum(prior_TxT, 1.0 / row_count),

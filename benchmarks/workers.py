@@ -120,7 +120,7 @@ class _PlanLog(pylogging.Handler):
 
 def run_engine(args, config) -> dict:
   """The sweep as the launcher runs it: `run_sweep` (compile, train, checkpoint, write outputs)."""
-  from rc_jax import compile_cache, sweep  # pylint: disable=g-import-not-at-top
+  from rc_jax.engine import compile_cache, sweep# pylint: disable=g-import-not-at-top
   compiles = _Compiles()
   compile_cache.enable(args.cache_dir)
   plan_log = _PlanLog()
@@ -145,8 +145,8 @@ def run_sequential(args, config) -> dict:
   """The same runs one after another, each `jax.jit(trainer.train)(key, hparams)` (compiled once)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from rc_jax import compile_cache, config_lib  # pylint: disable=g-import-not-at-top
-  from rc_jax.train import make_train  # pylint: disable=g-import-not-at-top
+  from rc_jax.engine import compile_cache, config_lib# pylint: disable=g-import-not-at-top
+  from rc_jax.engine.train import make_train  # pylint: disable=g-import-not-at-top
   compiles = _Compiles()
   compile_cache.enable(args.cache_dir)
   peak = jax_matmul_peak()
@@ -178,7 +178,8 @@ def _torch_data(config):
   key chain as `train.py`) and probe batch, from rc_jax's sampler, as int64 torch tensors."""
   import jax  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
-  from rc_jax import problem, tasks  # pylint: disable=g-import-not-at-top
+  from rc_jax import tasks# pylint: disable=g-import-not-at-top
+  from rc_jax.engine import problem# pylint: disable=g-import-not-at-top
   task = config.task
   sample = tasks.make_sequence_task(
       task.name, vocab_size=task.vocab_size, seq_len=task.seq_len, batch_size=task.batch_size,
@@ -235,7 +236,7 @@ def run_torch(args, config) -> dict:
   """A plain PyTorch loop over the same runs (`benchmarks/torch_lm.py`), one run after another."""
   import torch  # pylint: disable=g-import-not-at-top
   from benchmarks import torch_lm  # pylint: disable=g-import-not-at-top
-  from rc_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from rc_jax.engine import config_lib# pylint: disable=g-import-not-at-top
   default_threads = torch.get_num_threads()
   t0 = time.perf_counter()
   batches, probe = _torch_data(config)
@@ -268,7 +269,7 @@ def run_overhead(args, config) -> dict:
   `log_every` steps (k per chunk) and once per chunk; by linearity `T(k) = T0 + k m`, so
   `m = (T(k) - T(1)) / (k - 1)` and overhead = `k m / T0` (metrics on vs off)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from rc_jax import compile_cache, config_lib, sweep  # pylint: disable=g-import-not-at-top
+  from rc_jax.engine import compile_cache, config_lib, sweep# pylint: disable=g-import-not-at-top
   compile_cache.enable(args.cache_dir)
   runs = config_lib.run_grid(config)
   chunk_steps = config.train.chunk_steps
@@ -279,10 +280,10 @@ def run_overhead(args, config) -> dict:
     cfg.train.update(log_every=chunk_steps // measures, steps=chunk_steps * (args.repeats + 1))
     trainer, compiled = sweep.compiled_for(cfg)
     n_dev = compiled.sharding.mesh.size
-    per_device, _ = sweep._layout(len(runs), n_dev)  # pylint: disable=protected-access
+    per_device, _ = sweep.layout(len(runs), n_dev)
     shard = lambda x: jax.device_put(sweep._pad_and_shape(x, n_dev, per_device),  # pylint: disable=protected-access
                                      compiled.sharding)
-    hparams = jax.tree.map(shard, sweep._hparams(runs))  # pylint: disable=protected-access
+    hparams = jax.tree.map(shard, sweep.hparams_of(runs))
     state, _ = compiled.init(shard(sweep._key_data(runs)), hparams)  # pylint: disable=protected-access
     state, logs = compiled.chunk(state, hparams)
     jax.block_until_ready(logs)

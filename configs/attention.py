@@ -8,7 +8,7 @@ recall (associative recall instead of bigram-backcopy), prior (content score rem
 positional-prior null model), cosine, distance (the norm-aware score), sigmoid (no normalisation).
 """
 
-from rc_jax.config_lib import sweep_config
+from rc_jax.engine.config_lib import sweep_config
 
 
 def get_config(arg: str = "cpu"):

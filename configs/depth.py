@@ -13,7 +13,7 @@ batches of 8 (with batch 16, the embedding's depth sink crossed 1.5x uniform by 
 <= 0.2, by 200 at 0.5 and not by 500 at 1.0), logging every 25 steps.
 """
 
-from rc_jax.config_lib import sweep_config
+from rc_jax.engine.config_lib import sweep_config
 
 
 def _adjust(config, preset):

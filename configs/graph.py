@@ -13,7 +13,7 @@ the cpu grid spans 0 .. 5. Hubs form within tens of full-batch steps, so the cpu
 
 import numpy as np
 
-from rc_jax.config_lib import sweep_config
+from rc_jax.engine.config_lib import sweep_config
 
 
 def _adjust(config, preset):

@@ -6,7 +6,7 @@ Version 2 (issue 14). Version 1's rules (`results/cpu/REPORT_v1.md`) were fixed 
 ran; every change below was made after seeing v1's results and its failed positive controls, and
 is listed with its reason in the report's section "What changed after v1, and why". Margins are
 the smallest effects the report calls real, in the metric's own units (or relative to the null,
-floored, where `relative=True`); the rules that use them are in `rc_jax/report/stats.py`.
+floored, where `relative=True`); the rules that use them are in `rc_jax/measurement/stats.py`.
 """
 
 import ml_collections
@@ -37,7 +37,7 @@ def get_config(arg: str = ""):
   c.calibration = CALIBRATION
   c.confidence = 0.95
   c.power = 0.8
-  # The concentration statistic (rc_jax.metrics.hub_excess: per head, the largest share of its
+  # The concentration statistic (rc_jax.measurement.metrics.hub_excess: per head, the largest share of its
   # routing mass one source takes beyond the router's positional prior; max over heads, then max
   # over layers) and its onset: above the family's calibrated threshold and `rise` above the run's
   # own step-0 value; a run above the threshold at step 0 is pre-existing, never an onset.

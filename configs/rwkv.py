@@ -7,7 +7,7 @@ Variants (`config_lib.VARIANTS`): recall, prior (k = 0: the positional-prior nul
 (no token shift, no sigma(r) gate, no current-token bonus).
 """
 
-from rc_jax.config_lib import sweep_config
+from rc_jax.engine.config_lib import sweep_config
 
 
 def _adjust(config, preset):

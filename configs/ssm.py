@@ -8,7 +8,7 @@ positional-prior null model), frozen (the selectivity-freeze ablation: Delta, B,
 input), noescape (no output gate, no depthwise conv).
 """
 
-from rc_jax.config_lib import sweep_config
+from rc_jax.engine.config_lib import sweep_config
 
 
 def _adjust(config, preset):

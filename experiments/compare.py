@@ -6,7 +6,7 @@
 Reads each workdir's config.json, metrics.csv, onsets.csv and summary.json; writes comparison.csv,
 onset_vs_brake.png and final_metrics_vs_brake.png into --out and prints the per-brake digest
 (differences: each sweep minus the first). Grid points are compared on the union of the sweeps'
-grids (NaN where a sweep lacks one); see `rc_jax.compare`. A missing or unfinished workdir, or
+grids (NaN where a sweep lacks one); see `rc_jax.outputs.compare`. A missing or unfinished workdir, or
 sweeps that cannot be compared, exit with code 2 and one error line.
 """
 
@@ -16,7 +16,7 @@ import sys
 
 from absl import app, flags
 
-from rc_jax import compare
+from rc_jax.outputs import compare
 
 _WORKDIRS = flags.DEFINE_list("workdirs", None, "Comma-separated finished sweep workdirs (>= 2); "
                               "differences are taken against the first.")

@@ -9,7 +9,7 @@ from absl import app, flags
 import jax
 import jax.numpy as jnp
 
-from rc_jax import identity
+from rc_jax.measurement import identity
 
 _DIM = flags.DEFINE_integer("dim", 64, "Feature dimension D.", lower_bound=1)
 _N_QUERIES = flags.DEFINE_integer("n_queries", 16, "Number of queries.", lower_bound=1)

@@ -10,15 +10,15 @@ Routers (configs/ROUTER.py; the brake is -beta * distance in log-routing space):
   depth      AttnRes, learned residuals routing over earlier sublayers; distance = depth lag l - i
 
 Presets (after the colon, optionally followed by comma-separated variants, e.g. :cpu,prior; see
-VARIANTS in rc_jax/config_lib.py): tiny (test sizes, 8 steps), cpu (the default, minutes on 2 CPU
+VARIANTS in rc_jax/engine/config_lib.py): tiny (test sizes, 8 steps), cpu (the default, minutes on 2 CPU
 cores), paper (accelerator scale).
 
 Execution modes (--config.execution.mode; the numbers agree to float32 rounding): auto (default:
 vmap when the device's runs fit its memory budget, else map with the largest group that fits; see
-rc_jax/memory_plan.py), vmap (all of a device's runs batched), map (execution.chunk runs at a
+rc_jax/engine/memory_plan.py), vmap (all of a device's runs batched), map (execution.chunk runs at a
 time), sequential (one run at a time).
 
-Config keys: every section and key is listed in the docstring of rc_jax/config_lib.py (router,
+Config keys: every section and key is listed in the docstring of rc_jax/engine/config_lib.py (router,
 model, task, train, sweep, execution, metrics, checkpoint, output). Override any key with
 --config.SECTION.KEY=VALUE, e.g.
   --config.sweep.brakes="(0.0,0.1,1.0)" --config.train.steps=4000 --config.output.tensorboard=True
@@ -55,7 +55,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rc_jax import compile_cache, config_lib, distributed, progress, sweep
+from rc_jax.engine import compile_cache, config_lib, distributed, progress, sweep
 
 _DEFAULT_CONFIG = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                 os.pardir, "configs", "attention.py"))

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from rc_jax import checkpoints
+from rc_jax.engine import checkpoints
 
 _MESH = jax.sharding.Mesh(np.asarray(jax.devices()), ("runs",),
                           axis_types=(jax.sharding.AxisType.Auto,))

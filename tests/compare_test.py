@@ -1,4 +1,4 @@
-"""rc_jax.compare and experiments/compare.py on two tiny synthetic sweep workdirs (no training)."""
+"""rc_jax.outputs.compare and experiments/compare.py on two tiny synthetic sweep workdirs (no training)."""
 
 import csv
 import json
@@ -12,7 +12,7 @@ import tempfile
 from absl.testing import absltest
 import numpy as np
 
-from rc_jax import compare, outputs
+from rc_jax.outputs import compare, tables
 
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 _LAUNCHER = os.path.join(_ROOT, "experiments", "compare.py")
@@ -51,9 +51,9 @@ def _write_workdir(path, spec, loss_offset, router="attention", onset=_ONSET, **
   """A finished sweep workdir written by outputs' own writers (tables and summary, no figures)."""
   os.makedirs(path)
   runs, logs = _sweep(spec, loss_offset, **kwargs)
-  outputs.write_tables(path, runs, logs, onset)
-  outputs.write_summary_json(os.path.join(path, "summary.json"), runs, logs, onset)
-  with outputs.atomic_open(os.path.join(path, "config.json")) as f:
+  tables.write_tables(path, runs, logs, onset)
+  tables.write_summary_json(os.path.join(path, "summary.json"), runs, logs, onset)
+  with tables.atomic_open(os.path.join(path, "config.json")) as f:
     json.dump({"router": router}, f)
   return runs, logs
 
@@ -142,9 +142,9 @@ class CompareTest(absltest.TestCase):
     (runs_a, logs_a), (runs_b, logs_b) = _sweep(_B, 0.0), _sweep(_B, 0.0, learning_rate=3e-3)
     runs = [dict(run, run=i) for i, run in enumerate(runs_a + runs_b)]
     logs = {name: np.concatenate([logs_a[name], logs_b[name]]) for name in logs_a}
-    outputs.write_tables(path, runs, logs, _ONSET)
-    outputs.write_summary_json(os.path.join(path, "summary.json"), runs, logs, _ONSET)
-    with outputs.atomic_open(os.path.join(path, "config.json")) as f:
+    tables.write_tables(path, runs, logs, _ONSET)
+    tables.write_summary_json(os.path.join(path, "summary.json"), runs, logs, _ONSET)
+    with tables.atomic_open(os.path.join(path, "config.json")) as f:
       json.dump({"router": "ssm"}, f)
     result = compare.compare(compare.load_sweeps([self.a, path]))
     self.assertEqual(result.keys, ["brake", "learning_rate"])

@@ -11,7 +11,7 @@ from absl.testing import absltest, parameterized
 import jax
 import pytest
 
-from rc_jax import compile_cache
+from rc_jax.engine import compile_cache
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,7 +27,7 @@ def on_event(name, **_):
     key = name.rsplit("_", 1)[-1]
     counts[key] = counts.get(key, 0) + 1
 monitoring.register_event_listener(on_event)
-from rc_jax import compile_cache, config_lib, sweep
+from rc_jax.engine import compile_cache, config_lib, sweep
 compile_cache.enable(sys.argv[1])
 for arg in sys.argv[2:]:
   workdir, stop = arg.rsplit(":", 1)

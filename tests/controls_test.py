@@ -5,8 +5,8 @@ from absl.testing import absltest, parameterized
 import jax.numpy as jnp
 import numpy as np
 
-from rc_jax import metrics
-from rc_jax.report import controls, stats, suite
+from rc_jax.measurement import metrics, stats
+from rc_jax.report import controls, suite
 from rc_jax.routers.routing import Routing
 
 _CFG = suite.load_report_config()

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from rc_jax import config_lib, grid, sweep
+from rc_jax.engine import config_lib, grid, sweep
 
 
 def _config(seeds=(0, 1), brakes=(0.0, 0.5), learning_rates=(3e-3,)):

@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rc_jax import identity, routers
+from rc_jax import routers
+from rc_jax.measurement import identity
 
 _LAUNCHER = os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "identity.py")
 

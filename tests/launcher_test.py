@@ -14,7 +14,7 @@ import time
 from absl.testing import absltest, parameterized
 import pytest
 
-from rc_jax import config_lib, sweep
+from rc_jax.engine import config_lib, sweep
 
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 _LAUNCHER = os.path.join(_ROOT, "experiments", "sweep.py")
@@ -172,7 +172,7 @@ class LauncherBadFlagsTest(parameterized.TestCase):
     _, text = self.help  # absl's --help exits with status 1
     for word in ROUTERS + config_lib.PRESETS + config_lib.EXECUTION_MODES:
       self.assertIn(word, text)
-    self.assertIn("rc_jax/config_lib.py", text)
+    self.assertIn("rc_jax/engine/config_lib.py", text)
     self.assertIn("--workdir=DIR [--config.KEY=VALUE]", text)  # usage line not run together
 
 

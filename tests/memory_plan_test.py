@@ -7,8 +7,8 @@ from absl.testing import absltest
 import jax
 import pytest
 
-from rc_jax import config_lib, memory_plan, sweep
-from rc_jax.memory_plan import Footprint, PerRun
+from rc_jax.engine import config_lib, memory_plan, sweep
+from rc_jax.engine.memory_plan import Footprint, PerRun
 
 GIB = 2**30
 

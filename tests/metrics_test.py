@@ -9,7 +9,9 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
-from rc_jax import config_lib, metrics, routers
+from rc_jax import routers
+from rc_jax.engine import config_lib
+from rc_jax.measurement import metrics
 from rc_jax.routers import Routing
 
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rc_jax import routers
-from rc_jax.config_lib import base_config
+from rc_jax.engine.config_lib import base_config
 from rc_jax.models import AttnResLM, GraphClassifier, RouterLM
 
 B, T, VOCAB, WIDTH, HEADS = 2, 6, 11, 8, 2

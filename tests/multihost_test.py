@@ -14,7 +14,7 @@ import time
 from absl.testing import absltest
 import pytest
 
-from rc_jax import config_lib, sweep
+from rc_jax.engine import config_lib, sweep
 
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 _LAUNCHER = os.path.join(_ROOT, "experiments", "sweep.py")

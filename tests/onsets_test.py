@@ -5,7 +5,7 @@ import math
 from absl.testing import absltest, parameterized
 import numpy as np
 
-from rc_jax import onsets
+from rc_jax.measurement import onsets
 
 
 def _reference_survival(times, observed, t):

@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 import numpy as np
 import pytest
 
-from rc_jax import artifacts, outputs, plots
+from rc_jax.outputs import artifacts, plots, tables
 
 _STEPS = [0, 10, 20, 30, 40]
 _BRAKES = [0.0, 0.1, 1.0]
@@ -89,10 +89,10 @@ class TablesTest(parameterized.TestCase):
     self.runs, self.logs = _runs(), _logs(sink=_SINK)
 
   def test_metrics_table_has_one_row_per_run_step_layer(self):
-    rows = outputs.metrics_table(self.runs, self.logs)
+    rows = tables.metrics_table(self.runs, self.logs)
     self.assertLen(rows, 6 * 5 * 2)
     expected = ["run", "seed", "brake", "learning_rate", "step", "layer"] + _SCALARS + _PER_LAYER
-    self.assertEqual(outputs.metrics_columns(self.runs, self.logs), expected)
+    self.assertEqual(tables.metrics_columns(self.runs, self.logs), expected)
     self.assertEqual(list(rows[0]), expected)
     row = rows[3 * 10 + 2 * 2 + 1]  # run 3, step index 2, layer 1
     self.assertEqual((row["run"], row["seed"], row["brake"], row["step"], row["layer"]),
@@ -102,9 +102,9 @@ class TablesTest(parameterized.TestCase):
 
   def test_metrics_csv_round_trips_values_and_nan(self):
     with tempfile.TemporaryDirectory() as tmp:
-      path = outputs.write_metrics_csv(os.path.join(tmp, "metrics.csv"), self.runs, self.logs)
+      path = tables.write_metrics_csv(os.path.join(tmp, "metrics.csv"), self.runs, self.logs)
       header, rows = _read_csv(path)
-    self.assertEqual(header, outputs.metrics_columns(self.runs, self.logs))
+    self.assertEqual(header, tables.metrics_columns(self.runs, self.logs))
     self.assertLen(rows, 60)
     n_nan = 0
     for i, row in enumerate(rows):
@@ -120,15 +120,15 @@ class TablesTest(parameterized.TestCase):
   @parameterized.parameters("max", "mean", 1)
   def test_onset_steps_match_hand_computed(self, layer_reduce):
     onset = dict(_ONSET, layer_reduce=layer_reduce)
-    np.testing.assert_array_equal(outputs.onset_steps(self.logs, onset), _ONSETS[layer_reduce])
-    table = outputs.onset_table(self.runs, self.logs, onset)
+    np.testing.assert_array_equal(tables.onset_steps(self.logs, onset), _ONSETS[layer_reduce])
+    table = tables.onset_table(self.runs, self.logs, onset)
     self.assertEqual([row["onset_step"] for row in table],
                      [None if math.isinf(s) else s for s in _ONSETS[layer_reduce]])
     self.assertEqual(table[0]["layer_reduce"], layer_reduce)
 
   def test_onsets_csv_is_empty_when_never(self):
     with tempfile.TemporaryDirectory() as tmp:
-      path = outputs.write_onsets_csv(os.path.join(tmp, "onsets.csv"), self.runs, self.logs, _ONSET)
+      path = tables.write_onsets_csv(os.path.join(tmp, "onsets.csv"), self.runs, self.logs, _ONSET)
       header, rows = _read_csv(path)
     self.assertEqual(header, ["run", "seed", "brake", "learning_rate", "metric", "threshold",
                               "rise", "layer_reduce", "onset_step", "censored", "censor_step",
@@ -141,9 +141,9 @@ class TablesTest(parameterized.TestCase):
 
   def test_bad_layer_reduce_and_mismatched_runs_raise(self):
     with self.assertRaisesRegex(ValueError, "layer_reduce"):
-      outputs.onset_steps(self.logs, dict(_ONSET, layer_reduce="median"))
+      tables.onset_steps(self.logs, dict(_ONSET, layer_reduce="median"))
     with self.assertRaisesRegex(ValueError, "runs"):
-      outputs.metrics_table(self.runs[:5], self.logs)
+      tables.metrics_table(self.runs[:5], self.logs)
 
 
 class SummaryTest(absltest.TestCase):
@@ -155,7 +155,7 @@ class SummaryTest(absltest.TestCase):
   def test_summary_is_strict_json_and_counts(self):
     extra = {"wall_s": np.float32(1.5), "compile_s": float("nan")}
     with tempfile.TemporaryDirectory() as tmp:
-      path = outputs.write_summary_json(os.path.join(tmp, "s.json"), self.runs, self.logs, _ONSET,
+      path = tables.write_summary_json(os.path.join(tmp, "s.json"), self.runs, self.logs, _ONSET,
                                         extra)
       with open(path, encoding="utf-8") as f:
         data = _strict_json(f.read())
@@ -194,7 +194,7 @@ class SummaryTest(absltest.TestCase):
 
   def test_extra_clashing_with_summary_keys_raises(self):
     with self.assertRaisesRegex(ValueError, "n_runs"):
-      outputs.summary(self.runs, self.logs, _ONSET, {"n_runs": 3})
+      tables.summary(self.runs, self.logs, _ONSET, {"n_runs": 3})
 
 
 class OnsetSummaryTest(absltest.TestCase):
@@ -202,7 +202,7 @@ class OnsetSummaryTest(absltest.TestCase):
   def test_onset_summary_csv_is_censoring_aware(self):
     runs, logs = _runs(), _logs(sink=_SINK)
     with tempfile.TemporaryDirectory() as tmp:
-      path = outputs.write_onset_summary_csv(os.path.join(tmp, "o.csv"), runs, logs, _ONSET)
+      path = tables.write_onset_summary_csv(os.path.join(tmp, "o.csv"), runs, logs, _ONSET)
       header, rows = _read_csv(path)
     self.assertEqual(header, ["brake", "learning_rate", "metric", "threshold", "rise",
                               "layer_reduce", "n_runs", "n_onset", "n_censored", "n_pre_existing",
@@ -218,10 +218,10 @@ class OnsetSummaryTest(absltest.TestCase):
   def test_mean_layer_reduction_is_used_throughout(self):
     runs, logs = _runs(), _logs(sink=_SINK)
     onset = dict(_ONSET, layer_reduce="mean")
-    data = outputs.summary(runs, logs, onset)
+    data = tables.summary(runs, logs, onset)
     self.assertEqual(data["layer_reduce"], "mean")
     self.assertAlmostEqual(data["runs"][1]["final"]["sink_mass"], 0.4)
-    rows = outputs.onset_summary_table(runs, logs, onset)
+    rows = tables.onset_summary_table(runs, logs, onset)
     self.assertEqual([r["n_onset"] for r in rows], [1, 0, 0])
     self.assertEqual(rows[0]["onset_median_text"], "> 30")  # onset 20, censored 40
 
@@ -231,16 +231,16 @@ class ReadMetricsTest(absltest.TestCase):
   def test_metrics_csv_reads_back_into_runs_and_logs(self):
     runs, logs = _runs(), _logs(sink=_SINK)
     with tempfile.TemporaryDirectory() as tmp:
-      path = outputs.write_metrics_csv(os.path.join(tmp, "m.csv"), runs, logs)
-      read_runs, read_logs = outputs.read_metrics_csv(path, _SCALARS)
-      _, untyped_logs = outputs.read_metrics_csv(path)
+      path = tables.write_metrics_csv(os.path.join(tmp, "m.csv"), runs, logs)
+      read_runs, read_logs = tables.read_metrics_csv(path, _SCALARS)
+      _, untyped_logs = tables.read_metrics_csv(path)
     self.assertEqual(read_runs, runs)
     self.assertEqual(list(read_logs), list(logs))
     for name, value in logs.items():
       self.assertEqual(read_logs[name].shape, value.shape)
       np.testing.assert_array_equal(read_logs[name].astype(np.float32), value)
     self.assertEqual(untyped_logs["loss"].shape, (6, 5, 2))  # scalars not named: repeated
-    np.testing.assert_array_equal(outputs.onset_steps(read_logs, _ONSET), _ONSETS["max"])
+    np.testing.assert_array_equal(tables.onset_steps(read_logs, _ONSET), _ONSETS["max"])
 
   def test_malformed_metrics_csv_raises(self):
     with tempfile.TemporaryDirectory() as tmp:
@@ -250,15 +250,15 @@ class ReadMetricsTest(absltest.TestCase):
         with open(path, "w", encoding="utf-8") as f:
           f.write(text)
         with self.assertRaisesRegex(ValueError, "m.csv"):
-          outputs.read_metrics_csv(path)
+          tables.read_metrics_csv(path)
 
 
 class LayeringTest(absltest.TestCase):
 
   def test_tables_do_not_import_figures(self):
-    code = ("import sys, rc_jax.outputs; "
-            "print(sorted(m for m in sys.modules if m.startswith(('matplotlib', 'rc_jax.plots', "
-            "'rc_jax.artifacts'))))")
+    code = ("import sys, rc_jax.outputs.tables; "
+            "print(sorted(m for m in sys.modules if m.startswith(("
+            "'matplotlib', 'rc_jax.outputs.plots', 'rc_jax.outputs.artifacts'))))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     self.assertEqual(result.stdout.strip(), "[]")
@@ -296,7 +296,7 @@ class WriteAllTest(absltest.TestCase):
 
   def test_crash_mid_write_leaves_no_partial_file(self):
     runs, logs = _runs(), _logs(sink=_SINK)
-    rows = list(outputs.metric_rows(runs, logs))
+    rows = list(tables.metric_rows(runs, logs))
 
     def crashing_rows(*_):
       yield from rows[:7]
@@ -304,15 +304,15 @@ class WriteAllTest(absltest.TestCase):
 
     with tempfile.TemporaryDirectory() as tmp:
       path = os.path.join(tmp, "metrics.csv")
-      with mock.patch.object(outputs, "metric_rows", crashing_rows):
+      with mock.patch.object(tables, "metric_rows", crashing_rows):
         with self.assertRaisesRegex(RuntimeError, "crash"):
-          outputs.write_metrics_csv(path, runs, logs)
+          tables.write_metrics_csv(path, runs, logs)
       self.assertEqual(os.listdir(tmp), [])
       with open(path, "w", encoding="utf-8") as f:
         f.write("old")
-      with mock.patch.object(outputs, "metric_rows", crashing_rows):
+      with mock.patch.object(tables, "metric_rows", crashing_rows):
         with self.assertRaisesRegex(RuntimeError, "crash"):
-          outputs.write_metrics_csv(path, runs, logs)
+          tables.write_metrics_csv(path, runs, logs)
       with open(path, encoding="utf-8") as f:
         self.assertEqual(f.read(), "old")
       self.assertEqual(os.listdir(tmp), ["metrics.csv"])

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rc_jax import config_lib
-from rc_jax.problem import build_problem
+from rc_jax.engine import config_lib
+from rc_jax.engine.problem import build_problem
 
 
 class ProblemTest(parameterized.TestCase):

@@ -6,7 +6,7 @@ import logging
 from absl.testing import absltest
 import numpy as np
 
-from rc_jax import progress
+from rc_jax.engine import progress
 
 _ONSET = {"metric": "sink_excess", "threshold": 1.5, "layer_reduce": "max"}
 

@@ -7,7 +7,8 @@ import tempfile
 from absl.testing import absltest, parameterized
 import numpy as np
 
-from rc_jax.report import claims, stats, suite, writer
+from rc_jax.measurement import stats
+from rc_jax.report import claims, suite, writer
 
 
 class CompareTest(parameterized.TestCase):

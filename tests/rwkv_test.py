@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rc_jax import config_lib
+from rc_jax.engine import config_lib
 from rc_jax.models import build_model
 from rc_jax.models import mixers
 from rc_jax.routers import rwkv

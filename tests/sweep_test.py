@@ -18,7 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from rc_jax import config_lib, distributed, grid_limits, outputs, sweep
+from rc_jax.engine import config_lib, distributed, grid_limits, sweep
 
 
 def _tiny_config(**execution):
@@ -43,7 +43,7 @@ def _global(config, values):
   """Host `[R, ...]` -> the sweep's run-sharded `[n_devices, per_device, ...]` global array."""
   _, compiled = sweep.compiled_for(config)
   n_devices = compiled.sharding.mesh.size
-  per_device, _ = sweep._layout(len(values), n_devices)
+  per_device, _ = sweep.layout(len(values), n_devices)
   return distributed.global_array(sweep._pad_and_shape(np.asarray(values), n_devices, per_device),
                                   compiled.sharding)
 
@@ -51,7 +51,7 @@ def _global(config, values):
 def _train_all_chunks(config, runs):
   """The sweep's compiled init + chunks on `runs` (each may carry any learning rate, NaN too)."""
   trainer, compiled = sweep.compiled_for(config)
-  hparams = {name: _global(config, value) for name, value in sweep._hparams(runs).items()}
+  hparams = {name: _global(config, value) for name, value in sweep.hparams_of(runs).items()}
   state, first = compiled.init(_global(config, sweep._key_data(runs)), hparams)
   logs = [jax.tree.map(lambda x: sweep._unlayout(x, len(runs))[:, None], first)]
   for _ in range(trainer.n_chunks):
@@ -193,7 +193,7 @@ class SweepTest(absltest.TestCase):
         sweep.run_sweep(self.config, workdir)
 
   def test_flipped_bit_in_latest_checkpoint_falls_back_to_the_previous(self):
-    """A silently corrupted latest checkpoint: one warning naming both, identical outputs."""
+    """A silently corrupted latest checkpoint: one warning naming both, identical tables."""
     with tempfile.TemporaryDirectory() as tmp:
       workdir = os.path.join(tmp, "copy")
       shutil.copytree(os.path.dirname(self.result.paths["metrics"]), workdir)

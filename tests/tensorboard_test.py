@@ -7,7 +7,8 @@ import tempfile
 from absl.testing import absltest
 import numpy as np
 
-from rc_jax import config_lib, sweep, tensorboard
+from rc_jax.engine import config_lib, sweep
+from rc_jax.outputs import tensorboard
 
 
 def _config():

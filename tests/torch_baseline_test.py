@@ -8,9 +8,10 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the PyTorch baseline needs torch (the test extra)")
 from benchmarks import torch_lm  # pylint: disable=g-import-not-at-top,wrong-import-position
-from rc_jax import config_lib, metrics, train
+from rc_jax.engine import config_lib, train
+from rc_jax.measurement import metrics
 from rc_jax.models import build_model
-from rc_jax.problem import build_problem, sequence_probe_batch
+from rc_jax.engine.problem import build_problem, sequence_probe_batch
 from rc_jax.routers.routing import Routing
 
 

@@ -1,4 +1,8 @@
-"""Flax Linen models that own parameters and call the pure routers (brake = call argument)."""
+"""Flax Linen models that own parameters and call the pure routers (brake = call argument).
+
+May import: `rc_jax.routers`, `rc_jax.tasks`, Flax, JAX. A model returns `ModelOutput` (logits,
+and per routed layer its `Routing`, positional prior, hidden and routed representations): the door
+to the engine's trainer."""
 
 from rc_jax.models.attnres import AttnResLM
 from rc_jax.models.graph import GraphClassifier

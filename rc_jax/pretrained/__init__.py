@@ -10,6 +10,9 @@ Supported `model_type`s: "gpt2", "gpt_neox" (Pythia), "bert". Weights may be flo
 bfloat16 and sharded (`*.safetensors.index.json`); they are cast to `dtype` (float32 by default),
 the dtype the forward computes in (softmax and layer norms always in float32). Positions are
 `0..T-1` for every sequence, as Hugging Face uses when no position ids are passed.
+
+May import: `rc_jax.routers` (each layer's `Routing`), `rc_jax.measurement` (metrics, the verdicts'
+statistics), JAX, safetensors, tokenizers, matplotlib; never the engine (it trains nothing).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Collapse metrics of a pretrained model on a token batch, per layer and head.
 
-`measure(model, batch)` runs one forward and reduces it with `rc_jax.metrics`:
+`measure(model, batch)` runs one forward and reduces it with `rc_jax.measurement.metrics`:
 
   routing metrics (per layer x head): each metric with `reduce=False` on the layer's routing gives
     one value per (sequence, head); the value reported is the mean over sequences (NaN-aware). So a
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rc_jax import metrics
+from rc_jax.measurement import metrics
 from rc_jax.pretrained.probe import Batch
 from rc_jax.routers.routing import Routing
 

@@ -31,7 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 
-from rc_jax import metrics
+from rc_jax.measurement import metrics
 from rc_jax.pretrained import verdicts
 
 _REVISION = re.compile(r"(?:^|[-_])step[-_]?(\d+)$")

@@ -4,7 +4,7 @@ probe sequences.
 A pretrained checkpoint has no seeds; its replicates are the probe sequences. For each component the
 per-sequence value of the checkpoint is paired with that of the same architecture at random
 initialisation on the same sequence (the init null), and compared by the report's rule
-(`rc_jax.report.stats.compare`, margins from `configs/report.py`):
+(`rc_jax.measurement.stats.compare`, margins from `configs/report.py`):
 
   concentration   hub_excess, max over heads, then max over layers; against the checkpoint's own
                   positional prior (uniform for attention without a brake), so the prior null is
@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from rc_jax.report import stats
+from rc_jax.measurement import stats
 
 # model_type -> the report family whose calibrated threshold applies
 FAMILY = {"gpt2": "attention", "gpt_neox": "attention", "bert": "attention", "mamba": "ssm",

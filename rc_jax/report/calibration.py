@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rc_jax import metrics
-from rc_jax.problem import build_problem
+from rc_jax.measurement import metrics
+from rc_jax.engine.problem import build_problem
 from rc_jax.report import suite
 
 FIRST_SEED = 100

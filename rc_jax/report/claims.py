@@ -14,8 +14,7 @@ import math
 
 import numpy as np
 
-from rc_jax import metrics
-from rc_jax.report import stats
+from rc_jax.measurement import metrics, stats
 from rc_jax.report.suite import trained_sweeps
 
 VERDICTS = {stats.YES: "reproduced", stats.NO: "not reproduced",

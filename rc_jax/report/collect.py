@@ -15,7 +15,8 @@ import os
 import jax
 import numpy as np
 
-from rc_jax import outputs, sweep
+from rc_jax.engine import sweep
+from rc_jax.outputs import tables
 
 VALUES_FILE = "report_values.json"
 VERSION = 2   # bump when the layout below changes: older caches are collected again
@@ -58,7 +59,7 @@ def sweep_values(config, result: sweep.SweepResult, fingerprint: str, series_met
   and on the shuffled probe."""
   logs = {name: value for name, value in result.logs.items() if name != "step"}
   steps = np.asarray(result.logs["step"])[0]
-  series = outputs.reduce_layers(np.asarray(result.logs[series_metric]), series_reduce)
+  series = tables.reduce_layers(np.asarray(result.logs[series_metric]), series_reduce)
   return {
       "version": VERSION,
       "fingerprint": fingerprint,
@@ -87,6 +88,6 @@ def load_or_collect(config, workdir: str, series_metric: str, series_reduce: str
       return cached
   result = sweep.run_sweep(config, workdir)
   values = sweep_values(config, result, fingerprint, series_metric, series_reduce)
-  with outputs.atomic_open(path) as f:
+  with tables.atomic_open(path) as f:
     json.dump(values, f, indent=None, separators=(",", ":"))
   return values

@@ -50,8 +50,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rc_jax import metrics, tasks
-from rc_jax.report import stats, suite
+from rc_jax import tasks
+from rc_jax.measurement import metrics, stats
+from rc_jax.report import suite
 from rc_jax.routers.routing import Routing
 
 FAMILIES = ("attention", "ssm", "rwkv", "graph", "depth")
@@ -435,7 +436,7 @@ def pretrained_control(path: str, cfg, *, name: str | None = None, expected: str
   pretrained experiment's own verdict rows (`rc_jax.pretrained.verdicts`) on the built-in probe
   text: the checkpoint against its random initialisation, paired over probe sequences."""
   # pretrained sits beside the report, not below it: imported only when a checkpoint is measured
-  from rc_jax import pretrained  # pylint: disable=import-outside-toplevel
+  from rc_jax import pretrained# pylint: disable=import-outside-toplevel
   from rc_jax.pretrained import experiment, probe, verdicts  # pylint: disable=import-outside-toplevel
   model = pretrained.load(path)
   result = experiment.measure_model(model, probe.PROBE_TEXT, max_tokens=max_tokens,

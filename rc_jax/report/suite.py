@@ -12,7 +12,7 @@ import importlib.util
 import os
 from typing import NamedTuple
 
-from rc_jax import config_lib
+from rc_jax.engine import config_lib
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir,
                           "configs")

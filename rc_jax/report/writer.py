@@ -28,9 +28,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-from rc_jax import outputs
+from rc_jax.outputs import tables
 from rc_jax.report import claims as claims_lib
-from rc_jax.report import stats
+from rc_jax.measurement import stats
 from rc_jax.report.suite import trained_sweeps
 
 _NULL_COLOURS = {"trained": "#1f77b4", "init": "#bbbbbb", "prior": "#ff7f0e", "shuffled": "#2ca02c"}
@@ -106,7 +106,7 @@ def onset_figure(path: str, evaluated: list) -> str:
 
 
 def _write_csv(path: str, columns: list, rows) -> str:
-  with outputs.atomic_open(path) as f:
+  with tables.atomic_open(path) as f:
     writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
@@ -295,7 +295,7 @@ def write_report(report_dir: str, preset: str, values: dict, evaluated: list, cf
             f"- Concentration is `{conc.metric}`: per head, the largest share of the head's "
             "routing mass that one source takes beyond max(its positional-prior share, the "
             "uniform share), pooled over the probe's sequences; the max over heads "
-            "(`rc_jax/metrics.py`).",
+            "(`rc_jax/measurement/metrics.py`).",
             "- Nulls, per trained sweep and seed: **init** (the same model at step 0), **prior** "
             "(the same architecture, data, grid and steps trained with its router's content "
             "score removed: the positional-prior router). Descriptive: **shuffled** (the trained "
@@ -328,6 +328,6 @@ def write_report(report_dir: str, preset: str, values: dict, evaluated: list, cf
   lines += ["```", "", "Regenerate everything (finished sweeps are reused):", "", "```",
             report_command, "```", ""]
   path = os.path.join(report_dir, "REPORT.md")
-  with outputs.atomic_open(path) as f:
+  with tables.atomic_open(path) as f:
     f.write("\n".join(lines))
   return path

@@ -8,6 +8,8 @@ Five families, one contract (see `routing.Routing`):
   selective_ssm       time     Mamba S6 implicit kernel C_t . prod(dA) . Delta_s B_s, extra decay
   rwkv_mixer          time     RWKV WKV kernel exp(-(t-1-s) w + k_s), extra decay (the carry)
   depth_attention     depth    AttnRes softmax(w_l . RMSNorm(v_i)), brake on l - i
+
+The lowest layer: may import JAX and NumPy only (no other rc_jax package).
 """
 
 from rc_jax.routers.attention import softmax_attention

@@ -1,4 +1,6 @@
-"""Synthetic data generated in JAX: sequence tasks (BOS first), a text reader, graphs."""
+"""Synthetic data generated in JAX: sequence tasks (BOS first), a text reader, graphs.
+
+May import: `rc_jax.routers` (hop counts of a graph), JAX, NumPy."""
 
 from rc_jax.tasks.backcopy import bigram_backcopy_task
 from rc_jax.tasks.batch import BOS

@@ -40,9 +40,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rc_jax import metrics
-from rc_jax.config_lib import schedule_sizes
-from rc_jax.problem import build_problem
+from rc_jax.measurement import metrics
+from rc_jax.engine.config_lib import schedule_sizes
+from rc_jax.engine.problem import build_problem
 
 Logs = dict[str, jax.Array]
 

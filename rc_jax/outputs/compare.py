@@ -1,9 +1,9 @@
-"""Side-by-side comparison of finished sweeps (workdirs written by `rc_jax.artifacts.write_all`).
+"""Side-by-side comparison of finished sweeps (workdirs written by `rc_jax.outputs.artifacts.write_all`).
 
 A workdir is *finished* when it holds config.json, metrics.csv, onsets.csv and summary.json (the
 sweep writes summary.json last). Every statistic is recomputed from metrics.csv with the onset
 definition recorded in summary.json, through the same functions as the sweep's own tables
-(`rc_jax.outputs`), so workdirs written before a table format change compare the same way.
+(`rc_jax.outputs.tables`), so workdirs written before a table format change compare the same way.
 
 Matching grid points. Runs are matched on "brake" plus every other grid coordinate that takes more
 than one value within some sweep (e.g. "learning_rate" when a sweep sweeps it). A coordinate that
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from rc_jax import outputs, plots
+from rc_jax.outputs import plots, tables
 
 REQUIRED_FILES = ("config.json", "metrics.csv", "onsets.csv", "summary.json")
 KEY_METRICS = ("loss", "top_source_weight", "key_norm_cv", "effective_rank", "sink_excess_prior",
@@ -55,7 +55,7 @@ class Sweep:
     label: its name in tables and legends.
     workdir: where it was read from.
     router: config.json's "router" (None if absent).
-    runs, logs: as `rc_jax.outputs` takes them (from metrics.csv).
+    runs, logs: as `rc_jax.outputs.tables` takes them (from metrics.csv).
     onset: the onset definition (summary.json).
     last_step: the last logged step.
   """
@@ -91,8 +91,8 @@ def load_sweep(workdir: str, label: str | None = None) -> Sweep:
     raise CompareError(f"{workdir}/summary.json has no onset definition")
   scalars = (summary.get("logged") or {}).get("scalars", ())
   try:
-    runs, logs = outputs.read_metrics_csv(os.path.join(workdir, "metrics.csv"), scalars)
-    outputs.onset_series(logs, onset)
+    runs, logs = tables.read_metrics_csv(os.path.join(workdir, "metrics.csv"), scalars)
+    tables.onset_series(logs, onset)
   except ValueError as err:
     raise CompareError(str(err).splitlines()[0]) from None
   if any("brake" not in run for run in runs):
@@ -136,16 +136,16 @@ def match_keys(sweeps: Sequence[Sweep]) -> list[str]:
           f"{sweep.label}: {_onset_definition(sweep.onset)} (metric, threshold, layer_reduce)")
   keys = ["brake"]
   for sweep in sweeps:
-    for key in outputs.grid_keys(sweep.runs):
+    for key in tables.grid_keys(sweep.runs):
       if key not in keys and len({run[key] for run in sweep.runs}) > 1:
         keys.append(key)
   for sweep in sweeps:
     lacking = [key for key in keys if any(key not in run for run in sweep.runs)]
     if lacking:
       raise CompareError(f"incompatible grids: {sweep.label} has no {lacking} coordinate")
-  reference_points = set(outputs.grid_points(reference.runs, keys))
+  reference_points = set(tables.grid_points(reference.runs, keys))
   for sweep in sweeps[1:]:
-    if not reference_points & set(outputs.grid_points(sweep.runs, keys)):
+    if not reference_points & set(tables.grid_points(sweep.runs, keys)):
       raise CompareError(f"incompatible brake grids: {sweep.label} shares no {tuple(keys)} point "
                          f"with {reference.label}")
   return keys
@@ -161,7 +161,7 @@ def key_metrics(sweeps: Sequence[Sweep]) -> list[str]:
 def _point_stats(sweep: Sweep, keys: Sequence[str], names: Sequence[str]) -> dict[tuple, dict]:
   """Per grid point of `sweep` (on `keys`): the comparison quantities."""
   stats = {}
-  for row in outputs.grid_summary(sweep.runs, sweep.logs, sweep.onset, keys):
+  for row in tables.grid_summary(sweep.runs, sweep.logs, sweep.onset, keys):
     point = tuple(row[key] for key in keys)
     values = {"n_runs": row["n_runs"], "n_onset": row["n_onset"],
               "onset_median": row["onset_median"], "onset_median_bound": row["onset_median_bound"],
@@ -197,7 +197,7 @@ def compare(sweeps: Sequence[Sweep]) -> Comparison:
   keys, names = match_keys(sweeps), key_metrics(sweeps)
   labels = [sweep.label for sweep in sweeps]
   stats = [_point_stats(sweep, keys, names) for sweep in sweeps]
-  union = sorted({point for s in stats for point in s}, key=outputs.point_sort_key)
+  union = sorted({point for s in stats for point in s}, key=tables.point_sort_key)
   diffs = [f"{label}-{labels[0]}" for label in labels[1:]]
   quantities = list(_ONSET_QUANTITIES) + [q for name in names for q in (name, f"{name}_std")]
   rows = []
@@ -259,7 +259,7 @@ def write_comparison(out: str, sweeps: Sequence[Sweep]) -> tuple[Comparison, dic
   comparison = compare(sweeps)
   os.makedirs(out, exist_ok=True)
   paths = {"comparison": os.path.join(out, "comparison.csv")}
-  outputs.write_csv(paths["comparison"], comparison.columns, comparison.rows)
+  tables.write_csv(paths["comparison"], comparison.columns, comparison.rows)
   routers = {sweep.router for sweep in sweeps}
   label = plots.brake_label(next(iter(routers))) if len(routers) == 1 else (
       plots.DEFAULT_BRAKE_LABEL + " (units differ by router)")

@@ -8,14 +8,14 @@ decides how runs execute — the numbers are the same in every mode:
 
   auto        (default) `vmap` if XLA's memory analysis of that program fits the device's memory
               budget, else `map` with the largest group that fits; on CPU also groups small enough
-              for the cache (`rc_jax.memory_plan`);
+              for the cache (`rc_jax.engine.memory_plan`);
   vmap        all of the device's runs batched (`jax.vmap`): best on accelerators;
   map         `lax.map` over groups of `execution.chunk` vmapped runs: bounded memory;
   sequential  `lax.map` one run at a time, still one compiled program.
 
 Training proceeds in chunks of `train.chunk_steps`: a Python loop over one jitted chunk function,
 a verified Orbax checkpoint (run-batched state, logs so far, JSON metadata, digests of all three:
-`rc_jax.checkpoints`) after each chunk, and resumption from the newest intact checkpoint when rerun
+`rc_jax.engine.checkpoints`) after each chunk, and resumption from the newest intact checkpoint when rerun
 with the same workdir and config. A rerun of a finished sweep recomputes and rewrites nothing
 (unless `overwrite_outputs`); stale temporary output files of a killed run are removed.
 
@@ -29,21 +29,21 @@ each chunk is recorded (`summary.json` "execution_per_chunk") and resuming under
 says so. With the same mode, device count and grid, results are bit-for-bit reproducible on CPU,
 in one process or several.
 
-Several processes (`rc_jax.distributed`): the run axis is sharded over every process's devices;
+Several processes (`rc_jax.engine.distributed`): the run axis is sharded over every process's devices;
 host arrays enter with `make_array_from_callback` and logs leave all-gathered to every process;
 every process takes part in checkpointing; only process 0 writes the config, tables and figures.
 
-Diverged runs (rc_jax/train.py) are frozen in-step; the outputs give each run a `status` ("ok" or
+Diverged runs (rc_jax/engine/train.py) are frozen in-step; the outputs give each run a `status` ("ok" or
 "diverged") and `diverged_step`, and its later metrics are NaN, so no aggregate reads them.
 
-Progress goes to the "rc_jax" logger (`rc_jax.progress`: the program's size before compiling, one
+Progress goes to the "rc_jax" logger (`rc_jax.engine.progress`: the program's size before compiling, one
 line per chunk with an ETA from the steady chunks, a per-grid-point digest); with
 `config.output.tensorboard`, process 0 appends per-run TensorBoard curves to `workdir/tensorboard`
-after every chunk (`rc_jax.tensorboard`).
+after every chunk (`rc_jax.outputs.tensorboard`).
 
 Rerun with a larger grid (more seeds, learning rates or brakes, nothing else changed), a workdir
 keeps its runs and trains only the new ones, as sub-sweeps with their own checkpoints, merged into
-the outputs of the whole grid (`rc_jax.grid`).
+the outputs of the whole grid (`rc_jax.engine.grid`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import glob
-import hashlib
 import json
 import os
 import re
@@ -63,9 +62,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rc_jax import (artifacts, checkpoints, compile_cache, config_lib, distributed, grid,
-                    grid_limits, memory_plan, outputs, progress, tensorboard)
-from rc_jax.train import Trainer, make_train
+from rc_jax.engine import (checkpoints, compile_cache, config_lib, distributed, grid, grid_limits,
+                           memory_plan, progress)
+from rc_jax.outputs import artifacts, tables, tensorboard
+from rc_jax.engine.programs import (CompiledSweep, builders_for, config_fingerprint, hparams_of,
+                                   layout, trainer_for)
+from rc_jax.engine.train import Trainer
 
 WorkdirError = checkpoints.WorkdirError
 
@@ -81,22 +83,6 @@ class SweepResult(NamedTuple):
   already_complete: bool = False  # a rerun of a finished sweep: nothing computed or rewritten
 
 
-# config sections that never change the numbers
-FREE_SECTIONS = ("execution", "checkpoint", "output")
-
-
-def config_fingerprint(config, exclude: tuple[str, ...] = ()) -> str:
-  """Hash of everything that determines the numbers (`FREE_SECTIONS` and `exclude` left out)."""
-  exclude = FREE_SECTIONS + tuple(exclude)
-  relevant = {k: v for k, v in config.to_dict().items() if k not in exclude}
-  return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _layout(n_runs: int, n_devices: int) -> tuple[int, int]:
-  per_device = -(-n_runs // n_devices)
-  return per_device, per_device * n_devices
-
-
 def _pad_and_shape(x: np.ndarray, n_devices: int, per_device: int) -> np.ndarray:
   """`[R, ...]` -> `[n_devices, per_device, ...]`, padding by repeating the last run."""
   pad = n_devices * per_device - x.shape[0]
@@ -104,37 +90,11 @@ def _pad_and_shape(x: np.ndarray, n_devices: int, per_device: int) -> np.ndarray
   return x.reshape((n_devices, per_device) + x.shape[1:])
 
 
-def _execute(fn: Callable, mode: str, group: int) -> Callable:
-  """Maps `fn` over the per-device run axis (axis 0 of every argument) per `mode`."""
-  if mode == "vmap":
-    return jax.vmap(fn)
-  batch_size = group if mode == "map" else None
-  return lambda *args: jax.lax.map(lambda a: fn(*a), args, batch_size=batch_size)
-
-
-class CompiledSweep(NamedTuple):
-  init: Callable    # (key_data [n_dev, per_dev, 2], hparams) -> (state, logs)
-  chunk: Callable   # (state, hparams) -> (state, logs [n_dev, per_dev, blocks, ...])
-  sharding: jax.sharding.NamedSharding
-  execution: str    # how the chunk executes runs: "vmap", "map(chunk=G)" or "sequential"
-  plan: str = ""    # execution "auto": the memory plan behind the choice (`MemoryPlan.describe`)
-
-
-_TRAINERS: dict[str, Trainer] = {}
 _COMPILED: dict[tuple, tuple[Trainer, CompiledSweep]] = {}
 
 
-def trainer_for(config) -> Trainer:
-  """`make_train(config)`, cached per config but its grid (reads the task's data: may raise
-  ValueError)."""
-  key = config_fingerprint(config, exclude=("sweep",))
-  if key not in _TRAINERS:
-    _TRAINERS[key] = make_train(config)
-  return _TRAINERS[key]
-
-
 def _compiled_key(config, devices: tuple) -> tuple:
-  planned_for = (_layout(len(config_lib.run_grid(config)), len(devices))[0]
+  planned_for = (layout(len(config_lib.run_grid(config)), len(devices))[0]
                  if config.execution.mode == "auto" else None)  # auto's plan depends on the count
   return (config_fingerprint(config, exclude=("sweep",)),
           json.dumps(config.execution.to_dict(), sort_keys=True), tuple(d.id for d in devices),
@@ -153,80 +113,13 @@ def compiled_for(config, devices=None) -> tuple[Trainer, CompiledSweep]:
   return _COMPILED[cache_key]
 
 
-# XLA:CPU options unless XLA_FLAGS sets the level: LLVM at -O1 instead of the default (~35% less
-# compilation, the same steady-state speed: the dots run in library kernels); the init program runs
-# once: -O0 (a third less compilation, 0.2 s slower). Not `xla_cpu_experimental_ynn_fusion_type=
-# LIBRARY_FUSION_TYPE_DOT`: with it the first execution of the attention cpu preset's 16 vmapped
-# runs hung in XLA (jaxlib 0.10.2, 2 cores; 0% CPU, the main thread waiting for the result), twice
-# in two tries; without it the same sweep runs.
-_CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
-_CPU_INIT_COMPILER_OPTIONS = dict(_CPU_COMPILER_OPTIONS, xla_backend_optimization_level=0)
-
-
-class SweepPrograms(NamedTuple):
-  """`build(mode, group)` -> CompiledSweep (memoised); `compile_chunk(program, runs_per_device)` /
-  `compile_init(...)` -> that function lowered and compiled for abstract inputs of that many runs per
-  device (the jitted function itself, so the later call with real inputs reuses the executable)."""
-
-  build: Callable[[str, int], CompiledSweep]
-  compile_chunk: Callable[[CompiledSweep, int], Any]
-  compile_init: Callable[[CompiledSweep, int], Any]
-
-
-def program_builders(trainer: Trainer, devices) -> SweepPrograms:
-  """The sweep's jitted programs for `devices` (see `SweepPrograms`)."""
-  mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",),
-                           axis_types=(jax.sharding.AxisType.Auto,))
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
-  own_level = "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")
-  options, init_options = ((_CPU_COMPILER_OPTIONS, _CPU_INIT_COMPILER_OPTIONS)
-                           if devices[0].platform == "cpu" and own_level else (None, None))
-
-  def init_one(key_data, hparams):
-    return trainer.init(jax.random.wrap_key_data(key_data), hparams)
-
-  @functools.lru_cache(maxsize=None)
-  def build(mode: str, group: int) -> CompiledSweep:
-    init = jax.jit(jax.vmap(_execute(init_one, mode, group)), out_shardings=sharding,
-                   compiler_options=init_options)
-    chunk = jax.jit(jax.vmap(_execute(trainer.chunk, mode, group)), out_shardings=sharding,
-                    donate_argnums=(0,), compiler_options=options)
-    label = f"map(chunk={group})" if mode == "map" else mode
-    return CompiledSweep(init=init, chunk=chunk, sharding=sharding, execution=label)
-
-  def init_args(runs_per_device: int):
-    shaped = lambda shape, dtype: jax.ShapeDtypeStruct((len(devices), runs_per_device) + shape,
-                                                       dtype, sharding=sharding)
-    hparams = {name: shaped((), value.dtype) for name, value in _hparams([]).items()}
-    return shaped((2,), np.uint32), hparams
-
-  def compile_init(program: CompiledSweep, runs_per_device: int):
-    return program.init.lower(*init_args(runs_per_device)).compile()
-
-  def compile_chunk(program: CompiledSweep, runs_per_device: int):
-    key_data, hparams = init_args(runs_per_device)
-    state = jax.eval_shape(program.init, key_data, hparams)[0]
-    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
-    return program.chunk.lower(state, hparams).compile()
-
-  return SweepPrograms(build, compile_chunk, compile_init)
-
-
-@functools.lru_cache(maxsize=None)
-def builders_for(trainer: Trainer, devices: tuple) -> SweepPrograms:
-  """`program_builders(trainer, devices)`, one per (trainer, devices) in this process: sweeps of one
-  trainer share its jitted programs, so a program compiled for a shape (a plan's probe included) is
-  not compiled again."""
-  return program_builders(trainer, list(devices))
-
-
 def compile_sweep(trainer: Trainer, config, devices=None) -> CompiledSweep:
   """jit(vmap over devices(execute over runs(trainer fn))) with the run axis sharded, compiled: the
   init program in a background thread while the chunk compiles (XLA releases the GIL, so the two
   compile side by side). In "auto" mode `memory_plan.choose` picks the execution."""
   devices = tuple(jax.devices() if devices is None else devices)
   programs = builders_for(trainer, devices)
-  per_device, _ = _layout(len(config_lib.run_grid(config)), len(devices))
+  per_device, _ = layout(len(config_lib.run_grid(config)), len(devices))
   mode = config.execution.mode
   program = programs.build("vmap" if mode == "auto" else mode,
                            per_device if mode == "auto" else config.execution.chunk)
@@ -242,11 +135,6 @@ def compile_sweep(trainer: Trainer, config, devices=None) -> CompiledSweep:
       programs.compile_chunk(program, per_device)
     init_compiled.result()
   return program
-
-
-def _hparams(runs: list[dict]) -> dict[str, np.ndarray]:
-  return {"brake": np.array([r["brake"] for r in runs], np.float32),
-          "learning_rate": np.array([r["learning_rate"] for r in runs], np.float32)}
 
 
 def _key_data(runs: list[dict]) -> np.ndarray:
@@ -286,7 +174,7 @@ def check_workdir(workdir: str) -> str:
   return path
 
 
-_TMP_NAME = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")  # outputs.atomic_open's temporaries
+_TMP_NAME = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")  # tables.atomic_open's temporaries
 
 
 def _pid_alive(pid: int) -> bool:
@@ -389,7 +277,7 @@ def _compile_part(grid_part: grid.Part, devices, workdir: str,
   trainer = trainer_for(config)  # reads the task's data: may raise ValueError
   devices = tuple(jax.devices() if devices is None else devices)
   n_devices = len(devices)
-  per_device, _ = _layout(len(runs), n_devices)
+  per_device, _ = layout(len(runs), n_devices)
   one_state, one_logs = _one_run_shapes(trainer)
   grid_limits.check_grid(len(runs), n_devices, one_state, one_logs, len(trainer.logged_steps),
                          max_to_keep=config.checkpoint.max_to_keep, workdir=workdir)
@@ -432,7 +320,7 @@ def _train_part(part: _Part, *, stop_after_chunks, reporter, tensorboard_dir) ->
   fingerprint, n_devices = config_fingerprint(config), part.n_devices
   shard = lambda x: distributed.global_array(_pad_and_shape(x, n_devices, part.per_device),
                                              compiled.sharding)
-  hparams = jax.tree.map(shard, _hparams(runs))
+  hparams = jax.tree.map(shard, hparams_of(runs))
   timings = {"compile_s": 0.0, "init_s": 0.0, "train_s": 0.0}
   label = compiled.execution
   onset = onset_config(config)
@@ -498,7 +386,7 @@ def _train_part(part: _Part, *, stop_after_chunks, reporter, tensorboard_dir) ->
 
 
 def onset_config(config) -> dict:
-  """The sweep's onset definition (`rc_jax.outputs`' `onset`) from `config.metrics`."""
+  """The sweep's onset definition (`rc_jax.outputs.tables`' `onset`) from `config.metrics`."""
   return {"metric": config.metrics.onset_metric, "threshold": config.metrics.onset_threshold,
           "rise": config.metrics.onset_rise, "layer_reduce": config.metrics.onset_layer_reduce}
 
@@ -515,7 +403,7 @@ def _merge_parts(runs: list[dict], parts: list[_Part], trained: list[_Trained]):
   host = grid.merge(runs, part_runs,
                     [_unlayout(t.state, len(t.runs)) for t in trained])
   n_devices, sharding = parts[0].n_devices, parts[0].compiled.sharding
-  per_device, _ = _layout(len(runs), n_devices)
+  per_device, _ = layout(len(runs), n_devices)
   state = jax.tree.map(lambda x: distributed.global_array(
       _pad_and_shape(x, n_devices, per_device), sharding), host)
   return merged_runs, history, state
@@ -533,13 +421,13 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
     workdir: output directory; resumes from the newest intact checkpoint in
       `workdir/checkpoints` of the same config (else `WorkdirError`). A larger grid (more seeds,
       learning rates or brakes, nothing else changed) keeps the runs the workdir holds and
-      trains only the new ones (`rc_jax.grid`).
+      trains only the new ones (`rc_jax.engine.grid`).
     stop_after_chunks: stop (after checkpointing) once this many chunks are done in total (in each
       part of a grown workdir); outputs are then not written. For pausing long sweeps, and for
       tests of resumption.
     devices: devices to shard the run axis over (default: all, of every process).
     overwrite_outputs: rewrite the tables and figures of an already finished sweep.
-    verbose: log progress to the "rc_jax" logger (`rc_jax.progress`).
+    verbose: log progress to the "rc_jax" logger (`rc_jax.engine.progress`).
 
   Returns:
     SweepResult (logs and paths empty when stopped early). Its runs carry "status" ("ok" or
@@ -576,7 +464,7 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
   if distributed.is_main():
     try:
       grid.commit(workdir, grid_free, grids)
-      with outputs.atomic_open(os.path.join(workdir, "config.json")) as f:
+      with tables.atomic_open(os.path.join(workdir, "config.json")) as f:
         json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=str)
     except OSError as err:
       raise WorkdirError(f"cannot write {workdir}/config.json ({err})") from err

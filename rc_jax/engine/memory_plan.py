@@ -35,8 +35,10 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, NamedTuple, Sequence
 
-from absl import logging
 import jax
+
+from rc_jax.engine import config_lib
+from rc_jax.engine import programs as programs_lib
 
 GIB = 2**30
 DEFAULT_CPU_BUDGET_GIB = 8.0
@@ -233,13 +235,12 @@ def plan_config(config, devices=None, *, n_runs: int | None = None,
   """The plan `auto` would choose for `config`, predicted from groups of 1 and 2 (two compilations,
   nothing run or written). `n_runs` overrides the grid's run count (e.g. 128); `cache_bytes` applies
   the CPU group limit (default: none, the plan of an accelerator with this budget)."""
-  from rc_jax import config_lib, sweep  # pylint: disable=g-import-not-at-top  (sweep imports us)
   config_lib.validate(config)
   devices = tuple(jax.devices() if devices is None else devices)
   n_runs = len(config_lib.run_grid(config)) if n_runs is None else n_runs
   runs = -(-n_runs // len(devices))
   budget, source = budget_bytes(devices, config.execution.memory_budget_gib)
-  programs = sweep.builders_for(sweep.trainer_for(config), devices)  # what run_sweep reuses
+  programs = programs_lib.builders_for(programs_lib.trainer_for(config), devices)  # run_sweep's
   per_run = estimate(programs.build, programs.compile_chunk)
   vmap_peak = per_run.peak(runs, runs)
   plan = MemoryPlan("vmap", runs, runs, budget, source, vmap_peak, vmap_peak, per_run)

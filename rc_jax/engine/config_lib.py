@@ -13,21 +13,21 @@ A config (`ml_collections.ConfigDict`) has these sections:
   task        name (+ its sizes and options), seed (fixes the task and the probe batch)
   train       steps, chunk_steps (checkpoint interval), log_every, b1, b2, weight_decay, grad_clip,
               warmup_steps, divergence_nats (a run whose loss exceeds its initial loss by more is
-              diverged and frozen, see rc_jax/train.py; inf: only non-finite values count)
+              diverged and frozen, see rc_jax/engine/train.py; inf: only non-finite values count)
   sweep       seeds, brakes, learning_rates: the grid, flattened to one run axis
   execution   mode ("auto" | "vmap" | "map" | "sequential"), chunk (runs per vmapped group for
               "map"), memory_budget_gib (per-device budget for "auto"; 0 = the device's limit, or
-              8 GiB on CPU; see rc_jax.memory_plan), svd_method (how the in-step effective ranks
-              get their singular values, `rc_jax.metrics.singular_values`: "svd" | "jacobi" (GPU)
+              8 GiB on CPU; see rc_jax.engine.memory_plan), svd_method (how the in-step effective ranks
+              get their singular values, `rc_jax.measurement.metrics.singular_values`: "svd" | "jacobi" (GPU)
               | "gram64" (float64; needs jax_enable_x64): the same quantity to ~1e-7)
   metrics     sink_eps, hub_factor, onset_metric, onset_threshold, onset_rise (the onset must also
-              be this far above the run's own step-0 value; `rc_jax.metrics.onset_step`),
+              be this far above the run's own step-0 value; `rc_jax.measurement.metrics.onset_step`),
               onset_layer_reduce
   checkpoint  max_to_keep (>= 2: the previous checkpoint is the fallback for a damaged latest one)
-  output      tensorboard (False: also write TensorBoard event files per run, `rc_jax.tensorboard`)
+  output      tensorboard (False: also write TensorBoard event files per run, `rc_jax.outputs.tensorboard`)
 
 `execution`, `checkpoint` and `output` never change the numbers beyond float32 rounding: a workdir
-resumes (or grows, see `rc_jax.grid`) whatever their values.
+resumes (or grows, see `rc_jax.engine.grid`) whatever their values.
 
 `configs/<router>.py` files call `sweep_config(router, arg)`: `arg` is a preset optionally followed
 by comma-separated variants (`"cpu,recall,prior"`), each a named set of overrides (`VARIANTS`).
@@ -43,8 +43,9 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
-from rc_jax import metrics, tasks
-from rc_jax.problem import ROUTERS
+from rc_jax import tasks
+from rc_jax.measurement import metrics
+from rc_jax.engine.problem import ROUTERS
 
 PRESETS = ("tiny", "cpu", "paper")
 EXECUTION_MODES = ("auto", "vmap", "map", "sequential")

@@ -1,6 +1,6 @@
 """Sweep tables: tidy metrics, onsets (censored), per-grid-point onset summary, JSON summary.
 
-Tables only: this module never imports the figures (`rc_jax.plots` imports it; `rc_jax.artifacts`
+Tables only: this module never imports the figures (`rc_jax.outputs.plots` imports it; `rc_jax.outputs.artifacts`
 writes both). Inputs (host NumPy, as the sweep produces them):
 
 - `runs`: one dict per run, e.g. `{"run": 0, "seed": 0, "brake": 0.1, "learning_rate": 1e-3}`.
@@ -13,12 +13,12 @@ writes both). Inputs (host NumPy, as the sweep produces them):
   Values may be NaN or inf (undefined metrics, diverged runs).
 - `onset`: `{"metric": str, "threshold": float, "layer_reduce": "max" | "mean" | int, "rise":
   float (optional, 0)}`: the per-layer metric whose crossing defines the onset (above `threshold`
-  and at least `rise` above the run's own value at step 0, `rc_jax.metrics.onset_step`), and how
+  and at least `rise` above the run's own value at step 0, `rc_jax.measurement.metrics.onset_step`), and how
   its layers are reduced (NaN-ignoring max or mean, or one layer's index). That ONE layer
   reduction is used for every per-layer value in every table (and figure): onsets, final values,
   the summary.
 
-Onsets are censored data (see `rc_jax.onsets`): a run without an onset is censored at its last
+Onsets are censored data (see `rc_jax.measurement.onsets`): a run without an onset is censored at its last
 observed step, never dropped; per grid point the tables give `n_onset` of `n_runs` and the
 Kaplan-Meier median onset ("> bound" when not reached), not a mean over the runs that had one.
 A run already above the threshold at step 0 is *pre-existing*: it has no onset and is not at risk
@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from rc_jax import metrics, onsets
+from rc_jax.measurement import metrics, onsets
 
 LAYER_REDUCTIONS = ("max", "mean")
 _ID_KEYS = ("run", "seed", "status", "diverged_step")  # not grid coordinates
@@ -227,7 +227,7 @@ def onset_series(logs: Mapping[str, Any], onset: Mapping[str, Any]) -> tuple[np.
 
 
 def onset_steps(logs: Mapping[str, Any], onset: Mapping[str, Any]) -> np.ndarray:
-  """Float64 `[R]`: each run's onset step (`rc_jax.metrics.onset_step`), inf when never, NaN when
+  """Float64 `[R]`: each run's onset step (`rc_jax.measurement.metrics.onset_step`), inf when never, NaN when
   pre-existing."""
   steps, series = onset_series(logs, onset)
   return np.asarray(metrics.onset_step(steps, series, float(onset["threshold"]),
@@ -238,7 +238,7 @@ def onset_events(logs: Mapping[str, Any], onset: Mapping[str, Any]) -> tuple[np.
                                                                             np.ndarray]:
   """`(time [R], observed [R] bool)`: the onset step, or the step a run without one is censored at.
 
-  Censoring: the run's last step with a finite onset metric (`rc_jax.onsets.censored_times`);
+  Censoring: the run's last step with a finite onset metric (`rc_jax.measurement.onsets.censored_times`);
   pre-existing runs have time NaN (and observed False).
   """
   steps, series = onset_series(logs, onset)
@@ -347,7 +347,7 @@ ONSET_STAT_KEYS = ("n_onset", "n_censored", "n_pre_existing", "onset_median",
 
 
 def onset_stats(time: Any, observed: Any) -> dict:
-  """Censoring-aware onset statistics of one group of runs (see `rc_jax.onsets`).
+  """Censoring-aware onset statistics of one group of runs (see `rc_jax.measurement.onsets`).
 
   Returns `ONSET_STAT_KEYS` (`onset_median` None and `onset_median_bound` its strict lower bound
   when the median is not reached; `onset_median_text` "850" or "> 1000", "pre-existing" when every

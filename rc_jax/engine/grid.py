@@ -21,7 +21,7 @@ tolerance the execution modes agree to), so a grown workdir equals a fresh sweep
 Rerunning with any other change (anything outside `config.sweep.seeds / learning_rates / brakes`
 that changes the numbers, or a grid that drops a value) raises `WorkdirError`; `execution`,
 `checkpoint` and `output` may change freely. Each part keeps its own checkpoint fallback, digests
-and device-count check (`rc_jax.checkpoints`).
+and device-count check (`rc_jax.engine.checkpoints`).
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from rc_jax import config_lib, outputs
-from rc_jax.checkpoints import WorkdirError
+from rc_jax.engine import config_lib
+from rc_jax.outputs import tables
+from rc_jax.engine.checkpoints import WorkdirError
 
 GRID_AXES = ("seeds", "learning_rates", "brakes")
 RECORD = "grid.json"
@@ -134,7 +135,7 @@ def plan(config, workdir: str, free: str, log=None) -> tuple[list[Part], list[di
 def commit(workdir: str, free: str, grids: Sequence[Mapping[str, Sequence]]) -> None:
   """Writes `workdir/grid.json` (atomically): the grid-free fingerprint and the grid history."""
   os.makedirs(workdir, exist_ok=True)
-  with outputs.atomic_open(os.path.join(workdir, RECORD)) as f:
+  with tables.atomic_open(os.path.join(workdir, RECORD)) as f:
     json.dump({"fingerprint": free, "grids": list(grids)}, f, indent=2)
 
 

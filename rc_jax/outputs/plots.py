@@ -3,16 +3,16 @@
 Figures are built with `matplotlib.figure.Figure` directly, not `pyplot`: nothing touches the
 process-wide backend or pyplot's figure registry (safe in a notebook and under threads; there is
 no figure to close), and PNGs are rendered by Agg. Each function writes one PNG atomically (see
-`rc_jax.outputs.atomic_open`) and returns its path. This module imports `rc_jax.outputs` (tables),
+`rc_jax.outputs.tables.atomic_open`) and returns its path. This module imports `rc_jax.outputs.tables` (tables),
 never the reverse.
 
-Inputs follow `rc_jax.outputs`: `runs` (one dict per run, with "brake" and optionally
+Inputs follow `rc_jax.outputs.tables`: `runs` (one dict per run, with "brake" and optionally
 "learning_rate"), `logs` (`step [R, K]`, scalars `[R, K]`, per-layer metrics `[R, K, L]`) and
 `onset` (metric, threshold, layer_reduce). Every per-layer value is reduced over layers the onset's
 way (`onset["layer_reduce"]`, labelled on each figure). With more than one learning rate, runs are
 split by learning rate (panels or colours). Seeds are averaged over their finite values only, so a
 diverged run drops out instead of poisoning a mean. Onsets are censored data: figures show the
-Kaplan-Meier median (`rc_jax.onsets`) and mark runs and medians without an onset distinctly.
+Kaplan-Meier median (`rc_jax.measurement.onsets`) and mark runs and medians without an onset distinctly.
 
 Brake axes are categorical: one evenly spaced position per brake value (sorted), so brake 0 and
 log-spaced brakes both read well, with at most a handful of (rotated) labels.
@@ -31,8 +31,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 import numpy as np
 
-from rc_jax import onsets as onsets_lib
-from rc_jax import outputs
+from rc_jax.measurement import onsets as onsets_lib
+from rc_jax.outputs import tables
 
 _DPI = 120
 _NO_DATA = "no finite values"
@@ -52,7 +52,7 @@ def brake_label(router: str | None) -> str:
 
 
 def _save(fig: Figure, path: str) -> str:
-  with outputs.atomic_open(path, "wb") as f:
+  with tables.atomic_open(path, "wb") as f:
     fig.savefig(f, format="png", dpi=_DPI)
   return path
 
@@ -126,7 +126,7 @@ class Group:
     brakes: `[R]` each run's brake.
     time: `[R]` onset step, or censoring step where not `observed`.
     observed: `[R]` whether the run had an onset.
-    finals: name -> `[R]` final values (`outputs.final_values`).
+    finals: name -> `[R]` final values (`tables.final_values`).
     index: `[R]` the runs' indices in their sweep.
   """
   label: str
@@ -140,8 +140,8 @@ class Group:
 def sweep_groups(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any],
                  onset: Mapping[str, Any], label: str = "") -> list[Group]:
   """One `Group` per learning rate of a sweep (one group when there is at most one)."""
-  time, observed = outputs.onset_events(logs, onset)
-  finals = outputs.final_values(logs, onset["layer_reduce"])
+  time, observed = tables.onset_events(logs, onset)
+  finals = tables.final_values(logs, onset["layer_reduce"])
   brakes = np.asarray([float(run["brake"]) for run in runs])
   by_lr: dict[float | None, list[int]] = {}
   for index, run in enumerate(runs):
@@ -219,7 +219,7 @@ def _onset_group(top, bottom, axis: BrakeAxis, group: Group, color, dx: float) -
   x = axis.positions(group.brakes) + dx
   for p, members in _per_brake(axis, group):
     x[members] += _offsets(members.size, width=0.12)  # runs side by side, not on top of each other
-    stats = outputs.onset_stats(group.time[members], group.observed[members])
+    stats = tables.onset_stats(group.time[members], group.observed[members])
     positions.append(p + dx)
     medians.append(np.nan if stats["onset_median"] is None else stats["onset_median"])
     bounds.append(np.nan if stats["onset_median_bound"] is None else stats["onset_median_bound"])
@@ -288,7 +288,7 @@ def final_metrics_figure(path: str, groups: Sequence[Group], names: Sequence[str
   if handles:
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5),
                fontsize="small")
-  fig.suptitle(f"{title} (layers: {outputs.layer_label(layer_reduce)}; mean ± std over seeds)")
+  fig.suptitle(f"{title} (layers: {tables.layer_label(layer_reduce)}; mean ± std over seeds)")
   return _save(fig, path)
 
 
@@ -297,7 +297,7 @@ def _mean_std(ax, axis: BrakeAxis, group: Group, values: np.ndarray, color, dx: 
   """Mean +- sample std (finite values only) per brake; returns whether anything was drawn."""
   positions, means, stds = [], [], []
   for p, members in _per_brake(axis, group):
-    stats = outputs.describe(values[members])
+    stats = tables.describe(values[members])
     positions.append(p + dx)
     means.append(np.nan if stats["mean"] is None else stats["mean"])
     stds.append(0.0 if stats["std"] is None else stats["std"])
@@ -350,7 +350,7 @@ def phase_diagram(path: str, runs: Sequence[Mapping[str, Any]], logs: Mapping[st
   reached, an open triangle at the budget (right edge); on the right, n_onset / n_runs per brake.
   Writes a PNG to `path`; returns `path`.
   """
-  steps, series = outputs.onset_series(logs, onset)
+  steps, series = tables.onset_series(logs, onset)
   threshold, metric = float(onset["threshold"]), onset["metric"]
   groups = sweep_groups(runs, logs, onset)
   axis = BrakeAxis([float(run["brake"]) for run in runs])
@@ -373,7 +373,7 @@ def phase_diagram(path: str, runs: Sequence[Mapping[str, Any]], logs: Mapping[st
     if norm is None:
       _no_data(ax)
   if norm is not None:
-    fig.colorbar(mesh, ax=axes, label=f"{metric} ({outputs.layer_label(onset['layer_reduce'])}), "
+    fig.colorbar(mesh, ax=axes, label=f"{metric} ({tables.layer_label(onset['layer_reduce'])}), "
                  "mean over seeds")
   fig.legend(handles=[
       Line2D([], [], color="red", lw=1.8, label=f"seed mean = threshold {threshold:g}"),
@@ -381,7 +381,7 @@ def phase_diagram(path: str, runs: Sequence[Mapping[str, Any]], logs: Mapping[st
       Line2D([], [], ls="", marker=">", mfc="white", mec="red", mew=1.5,
              label="median not reached by the budget")],
       loc="outside lower center", ncols=3, fontsize="small")
-  fig.suptitle(f"Phase diagram: {metric} ({outputs.layer_label(onset['layer_reduce'])}) vs brake "
+  fig.suptitle(f"Phase diagram: {metric} ({tables.layer_label(onset['layer_reduce'])}) vs brake "
                "and step; right axis: runs with an onset", fontsize="medium")
   return _save(fig, path)
 
@@ -397,7 +397,7 @@ def _threshold_contour(ax, steps: np.ndarray, grid: np.ndarray, threshold: float
 def _onset_markers(ax, axis: BrakeAxis, group: Group, steps: np.ndarray) -> None:
   fractions = {}
   for p, members in _per_brake(axis, group):
-    stats = outputs.onset_stats(group.time[members], group.observed[members])
+    stats = tables.onset_stats(group.time[members], group.observed[members])
     fractions[p] = f"{stats['n_onset']}/{members.size}"
     if stats["onset_median_reached"]:
       ax.plot(stats["onset_median"], p, "D", mfc="white", mec="black", ms=7)
@@ -416,7 +416,7 @@ def onset_survival(path: str, runs: Sequence[Mapping[str, Any]], logs: Mapping[s
   from the first logged step at 1 to the end of follow-up of its runs; pre-existing runs are not
   at risk of an onset and have no curve (a brake whose runs all are has none).
   """
-  steps, _ = outputs.onset_series(logs, onset)
+  steps, _ = tables.onset_series(logs, onset)
   groups = sweep_groups(runs, logs, onset)
   axis = BrakeAxis([float(run["brake"]) for run in runs])
   cmap = matplotlib.colormaps["viridis"]
@@ -441,20 +441,20 @@ def onset_survival(path: str, runs: Sequence[Mapping[str, Any]], logs: Mapping[s
   fig.legend(handles, labels, title="brake β", loc="outside right upper", fontsize="small",
              ncols=1 if len(labels) <= 12 else 2)
   fig.suptitle(f"Onset survival: {onset['metric']} > {float(onset['threshold']):g} "
-               f"({outputs.layer_label(onset['layer_reduce'])})", fontsize="medium")
+               f"({tables.layer_label(onset['layer_reduce'])})", fontsize="medium")
   return _save(fig, path)
 
 
 def onset_description(onset: Mapping[str, Any]) -> str:
   """E.g. "onset: sink_excess > 1.5 (max over layers), staying above to the end"."""
   return (f"onset: {onset['metric']} > {float(onset['threshold']):g} "
-          f"({outputs.layer_label(onset['layer_reduce'])}), staying above to the end")
+          f"({tables.layer_label(onset['layer_reduce'])}), staying above to the end")
 
 
 def onset_vs_brake(path: str, runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any],
                    onset: Mapping[str, Any], brake_label: str = DEFAULT_BRAKE_LABEL) -> str:
   """`onset_figure` of one sweep (a series per learning rate)."""
-  step, _, _ = outputs.split_logs(logs)
+  step, _, _ = tables.split_logs(logs)
   return onset_figure(path, sweep_groups(runs, logs, onset), budget=float(step[0, -1]),
                       description=onset_description(onset), brake_label=brake_label)
 

@@ -34,7 +34,7 @@ import numpy as np
 from scipy import optimize
 from scipy import stats as scipy_stats
 
-from rc_jax import onsets as onsets_lib
+from rc_jax.measurement import onsets as onsets_lib
 
 # +1: the signature raises the metric; -1: it lowers it
 DIRECTIONS = {
@@ -126,7 +126,7 @@ def all_of(outcomes: Sequence[str]) -> str:
 
 
 def onset_median(onsets: Sequence[float | None], budget: float) -> float:
-  """Kaplan-Meier median onset (`rc_jax.onsets`), runs without an onset censored at the budget;
+  """Kaplan-Meier median onset (`rc_jax.measurement.onsets`), runs without an onset censored at the budget;
   inf when it is not reached (at least half of the runs never collapsed), NaN without runs."""
   if not onsets:
     return math.nan

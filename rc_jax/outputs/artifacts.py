@@ -1,4 +1,4 @@
-"""Writes every output of a finished sweep: tables (`rc_jax.outputs`) and figures (`rc_jax.plots`).
+"""Writes every output of a finished sweep: tables (`rc_jax.outputs.tables`) and figures (`rc_jax.outputs.plots`).
 
 The one module that imports both, so tables never depend on figures.
 """
@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rc_jax import outputs, plots
+from rc_jax.outputs import plots, tables
 
 
 def router_of(extra: Mapping[str, Any] | None) -> str | None:
@@ -46,13 +46,13 @@ def write_all(workdir: str, runs: Sequence[Mapping[str, Any]], logs: Mapping[str
   def figure(name: str) -> str:
     return os.path.join(workdir, "figures", f"{name}.png")
 
-  paths = outputs.write_tables(workdir, runs, logs, onset)
+  paths = tables.write_tables(workdir, runs, logs, onset)
   paths["phase_diagram"] = plots.phase_diagram(figure("phase_diagram"), runs, logs, onset, label)
   paths["onset_vs_brake"] = plots.onset_vs_brake(figure("onset_vs_brake"), runs, logs, onset,
                                                  label)
   paths["onset_survival"] = plots.onset_survival(figure("onset_survival"), runs, logs, onset)
   paths["final_metrics_vs_brake"] = plots.final_metrics_vs_brake(
       figure("final_metrics_vs_brake"), runs, logs, onset, label)
-  paths["summary"] = outputs.write_summary_json(os.path.join(workdir, "summary.json"), runs, logs,
+  paths["summary"] = tables.write_summary_json(os.path.join(workdir, "summary.json"), runs, logs,
                                                 onset, extra)
   return paths

@@ -33,7 +33,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from rc_jax import distributed
+from rc_jax.engine import distributed
 
 _DIGEST_KEYS = ("state_digest", "logs_digest", "meta_digest")
 
