@@ -104,8 +104,8 @@ class OnsetTest(parameterized.TestCase):
 
   def test_reduce_layers_direction(self):
     values = np.array([[1.0, 3.0, np.nan], [np.nan, np.nan, np.nan]])
-    np.testing.assert_array_equal(stats.reduce_layers("shared_sources", values), [3.0, np.nan])
-    np.testing.assert_array_equal(stats.reduce_layers("effective_rank_routed", values),
+    np.testing.assert_array_equal(stats.signature_reduce("shared_sources", values), [3.0, np.nan])
+    np.testing.assert_array_equal(stats.signature_reduce("effective_rank_routed", values),
                                   [1.0, np.nan])
 
 

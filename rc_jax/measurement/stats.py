@@ -1,9 +1,10 @@
 """Statistics and verdict rules of the report (margins come from `configs/report.py`).
 
-Layer reduction: a signature "appears in some layer", so each per-layer metric is reduced over
-layers in the direction the signature predicts — the max for metrics the signature raises
-(concentration, stratification), the min for those it lowers (effective rank, entropy). Trained
-models and their nulls are reduced alike.
+Layer reduction (`reduce_layers`, the one every table, figure and verdict uses): a signature
+"appears in some layer", so `signature_reduce` reduces each per-layer metric over layers in the
+direction the signature predicts — the max for metrics the signature raises (concentration,
+stratification), the min for those it lowers (effective rank, entropy). Trained models and their
+nulls are reduced alike.
 
 Paired comparison over seeds (`compare`): for seed s, `d_s = t_s - n_s` (or, relative,
 `(t_s - n_s) / max(|n_s|, floor)`: a null near 0 is floored, so an effect on a null that is zero by
@@ -28,6 +29,7 @@ which is exact for a common censoring time; runs censored earlier (diverged) and
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,13 +51,28 @@ def direction(metric: str) -> int:
   return DIRECTIONS.get(metric, 1)
 
 
-def reduce_layers(metric: str, values_RxL: np.ndarray) -> np.ndarray:
-  """`[R, L] -> [R]`: NaN-ignoring max over layers (min for metrics the signature lowers)."""
-  values = np.asarray(values_RxL, np.float64)
-  defined = ~np.isnan(values)
-  fill = -np.inf if direction(metric) > 0 else np.inf
-  reduced = (np.max if direction(metric) > 0 else np.min)(np.where(defined, values, fill), axis=-1)
-  return np.where(defined.any(axis=-1), reduced, np.nan)
+LAYER_REDUCTIONS = ("max", "mean", "min")
+
+
+def reduce_layers(values: np.ndarray, layer_reduce: str | int) -> np.ndarray:
+  """Reduces a per-layer metric `[..., L]` to `[...]`: NaN-ignoring "max" / "mean" / "min", or a
+  layer index. All-NaN layers give NaN (without a warning)."""
+  values = np.asarray(values, np.float64)
+  if isinstance(layer_reduce, (int, np.integer)) and not isinstance(layer_reduce, bool):
+    return values[..., int(layer_reduce)]
+  if layer_reduce not in LAYER_REDUCTIONS:
+    raise ValueError(f"layer_reduce must be one of {LAYER_REDUCTIONS} or a layer index, "
+                     f"got {layer_reduce!r}")
+  reduce = {"max": np.nanmax, "mean": np.nanmean, "min": np.nanmin}[layer_reduce]
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    return reduce(values, axis=-1)
+
+
+def signature_reduce(metric: str, values: np.ndarray) -> np.ndarray:
+  """`[..., L] -> [...]` in the direction the signature predicts: the max over layers, the min for
+  metrics the signature lowers (`direction`)."""
+  return reduce_layers(values, "max" if direction(metric) > 0 else "min")
 
 
 def t_quantile(df: int, confidence: float) -> float:

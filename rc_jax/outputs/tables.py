@@ -41,13 +41,13 @@ import json
 import math
 import os
 import uuid
-import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from rc_jax.measurement import metrics, onsets
+from rc_jax.measurement.stats import reduce_layers  # the one layer reduction (re-exported)
 
 LAYER_REDUCTIONS = ("max", "mean")
 _ID_KEYS = ("run", "seed", "status", "diverged_step")  # not grid coordinates
@@ -135,29 +135,6 @@ def run_keys(runs: Sequence[Mapping[str, Any]]) -> list[str]:
 def _check_runs(runs: Sequence[Mapping[str, Any]], n_runs: int) -> None:
   if len(runs) != n_runs:
     raise ValueError(f"{len(runs)} runs but logs hold {n_runs}")
-
-
-def _nan_reduce(fn, values: np.ndarray, axis: int) -> np.ndarray:
-  """`fn` (np.nanmax / np.nanmean) over `axis`; NaN where every entry is NaN, without a warning."""
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)
-    return fn(values, axis=axis)
-
-
-def reduce_layers(values: np.ndarray, layer_reduce: str | int) -> np.ndarray:
-  """Reduces a per-layer metric `[..., L]` to `[...]`: NaN-ignoring "max"/"mean", or a layer index.
-
-  All-NaN layers give NaN.
-  """
-  values = np.asarray(values, np.float64)
-  if layer_reduce == "max":
-    return _nan_reduce(np.nanmax, values, -1)
-  if layer_reduce == "mean":
-    return _nan_reduce(np.nanmean, values, -1)
-  if isinstance(layer_reduce, (int, np.integer)) and not isinstance(layer_reduce, bool):
-    return values[..., int(layer_reduce)]
-  raise ValueError(f"layer_reduce must be one of {LAYER_REDUCTIONS} or a layer index, "
-                   f"got {layer_reduce!r}")
 
 
 def metric_rows(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, Any]) -> Iterator[dict]:

@@ -40,7 +40,7 @@ def sequence_values(measurement, metric: str) -> np.ndarray:
   with np.errstate(all="ignore"):
     if metric == "sink_rate":
       return np.nanmean(per_layer, axis=0)
-    return stats.reduce_layers(metric, per_layer.T)
+    return stats.signature_reduce(metric, per_layer.T)
 
 
 def _fmt(x) -> str:

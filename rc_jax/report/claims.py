@@ -29,7 +29,7 @@ def family_of(name: str) -> str:
 
 def reduced(values: dict, which: str, metric: str) -> list:
   """Per-run `metric` (`which` in final / init / shuffled), layers reduced: in the signature's
-  direction (`stats.reduce_layers`), or averaged for Gu et al.'s sink rate."""
+  direction (`stats.signature_reduce`), or averaged for Gu et al.'s sink rate."""
   column = values[which].get(metric) if values else None
   if column is None:
     return []
@@ -42,7 +42,7 @@ def reduced(values: dict, which: str, metric: str) -> list:
     if metric in _LAYER_MEAN:
       value = float(np.nanmean(layers)) if np.isfinite(layers).any() else math.nan
     else:
-      value = float(stats.reduce_layers(metric, layers[None])[0])
+      value = float(stats.signature_reduce(metric, layers[None])[0])
     out.append(None if not math.isfinite(value) else value)
   return out
 
@@ -223,15 +223,16 @@ def claim_brake(values: dict, cfg) -> dict:
   return {"title": "2. The brake decides when, not whether",
           "hypothesis": "Sweeping the positional brake delays the onset of concentration: the "
                         "larger the brake, the later the onset.",
-          "rule": "Per sweep, over its runs (seeds x brakes): Kendall's tau-b between brake and "
-                  "onset step, runs without an onset censored at the budget (after every "
-                  "observed onset, tied with each other), one-sided test of an increasing trend "
-                  f"at level {cfg.onset.alpha:g}. Yes: significant; no: tau <= 0; inconclusive: "
-                  "a positive, non-significant tau, or no run with an onset (nothing to delay). "
-                  "Pre-existing runs (above the threshold at step 0) and "
-                  "diverged runs are left out and counted. 'Not whether' (braked runs collapse "
-                  "later than the budget) cannot be tested within a finite budget and is not "
-                  "part of the verdict.",
+          "rule": " ".join((
+              "Per sweep, over its runs (seeds x brakes): Kendall's tau-b between brake and onset",
+              "step, runs without an onset censored at the budget (after every observed onset,",
+              f"tied with each other), one-sided test of an increasing trend at level "
+              f"{cfg.onset.alpha:g}.",
+              "Yes: significant; no: tau <= 0; inconclusive: a positive, non-significant tau, or",
+              "no run with an onset (nothing to delay). Pre-existing runs (above the threshold at",
+              "step 0) and diverged runs are left out and counted. 'Not whether' (braked runs",
+              "collapse later than the budget) cannot be tested within a finite budget and is not",
+              "part of the verdict.")),
           "rows": rows, "verdict": VERDICTS[stats.all_of([r["outcome"] for r in rows])]}
 
 

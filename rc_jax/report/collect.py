@@ -2,7 +2,7 @@
 end, at initialisation and on the shuffled-input probe, and each run's concentration series.
 
 Values stay per layer (`{metric: [R][L]}`, None where undefined): the report reduces layers itself
-(`stats.reduce_layers` in the signature's direction, or a mean for Gu et al.'s sink rate), and it
+(`stats.signature_reduce` in the signature's direction, or a mean for Gu et al.'s sink rate), and it
 computes onsets from `series` with its own calibrated thresholds, so none of its rules is baked into
 the cache.
 """

@@ -37,10 +37,12 @@ _NULL_COLOURS = {"trained": "#1f77b4", "init": "#bbbbbb", "prior": "#ff7f0e", "s
 
 
 def _seed_stats(values: list) -> tuple[float, float]:
-  finite = np.array([v for v in values if v is not None and math.isfinite(v)], np.float64)
-  if not len(finite):
+  """(mean, sd) over the defined seeds (`tables.describe`, the sweeps' own per-point summary); NaN
+  without any, sd 0 for one."""
+  d = tables.describe([math.nan if v is None else v for v in values])
+  if not d["n"]:
     return math.nan, math.nan
-  return float(finite.mean()), float(finite.std(ddof=1)) if len(finite) > 1 else 0.0
+  return d["mean"], d["std"] if d["std"] is not None else 0.0
 
 
 def signature_figure(path: str, values: dict, cfg) -> str:
