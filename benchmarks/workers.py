@@ -314,16 +314,18 @@ def main(argv=None):
   parser.add_argument("--cache_dir", default="off")
   parser.add_argument("--metrics_off", action="store_true")
   parser.add_argument("--repeats", type=int, default=2)
+  parser.add_argument("--svd_method", default="svd", help="execution.svd_method of the engine")
   args = parser.parse_args(argv)
   load_start = os.getloadavg()[0]
   from benchmarks import shapes  # pylint: disable=g-import-not-at-top
   config = shapes.config_for(args.shape, args.runs, args.steps, chunk_steps=args.chunk_steps,
-                             mode=args.mode, group=args.group)
+                             mode=args.mode, group=args.group, svd_method=args.svd_method)
   impl = {"engine": run_engine, "sequential": run_sequential, "torch": run_torch,
           "overhead": run_overhead}[args.impl]
   result = impl(args, config)
   result.update(impl=args.impl, shape=args.shape, runs=args.runs, steps=args.steps,
                 mode=args.mode if args.mode != "map" else f"map:{args.group}", load_start=load_start,
+                svd_method=args.svd_method,
                 flops_per_run_step=shapes.train_flops_per_run_step(config))
   _finish(result)
 

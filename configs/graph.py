@@ -17,12 +17,15 @@ from rc_jax.engine.config_lib import sweep_config
 
 
 def _adjust(config, preset):
-  n_nodes = {"tiny": 16, "cpu": 64, "paper": 512}[preset]
+  n_nodes = {"tiny": 16, "cpu": 64, "gpu": 256, "paper": 512}[preset]
   config.task = dict(name="sbm", seed=0, n_nodes=n_nodes, n_classes=4, p_in=0.3, p_out=0.02,
                      feature_dim=16, feature_noise=2.0)
   config.model.max_hops = 3
   if preset == "cpu":
     config.train.update(steps=500, chunk_steps=100, log_every=5)
+    config.sweep.brakes = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+  elif preset == "gpu":   # 4x the nodes, 8x the steps of cpu: 32x the node-steps
+    config.train.update(steps=4000, chunk_steps=1000, log_every=20)
     config.sweep.brakes = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
   elif preset == "paper":
     config.train.update(steps=5000, chunk_steps=1000, log_every=10)

@@ -7,14 +7,19 @@ Variants (`config_lib.VARIANTS`): recall, prior (k = 0: the positional-prior nul
 (no token shift, no sigma(r) gate, no current-token bonus).
 """
 
+import jaxlib
+
 from rc_jax.engine.config_lib import sweep_config
+
+_JAXLIB = tuple(int(part) for part in jaxlib.__version__.split(".")[:2])
 
 
 def _adjust(config, preset):
-  # On the 2-core CPU (jaxlib 0.10.2) the program with 12 or more RWKV runs vmapped together
-  # deadlocks in its first execution (every thread idle on a futex); groups of 4 run fine.
-  # Execution settings do not change the config's fingerprint.
-  if preset != "paper":
+  # With jaxlib < 0.12 on a 2-core CPU the program with 12 or more RWKV runs vmapped together
+  # deadlocks in its first execution (every thread idle on a futex); groups of 4 run fine. Fixed
+  # in jaxlib 0.12 (tests/rwkv_test.py runs 16 vmapped runs under a timeout there). Execution
+  # settings do not change the config's fingerprint.
+  if preset != "paper" and _JAXLIB < (0, 12):
     config.execution.update(mode="map", chunk=4)
 
 

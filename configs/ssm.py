@@ -8,16 +8,20 @@ positional-prior null model), frozen (the selectivity-freeze ablation: Delta, B,
 input), noescape (no output gate, no depthwise conv).
 """
 
+import jaxlib
+
 from rc_jax.engine.config_lib import sweep_config
+
+_JAXLIB = tuple(int(part) for part in jaxlib.__version__.split(".")[:2])
 
 
 def _adjust(config, preset):
   if preset == "cpu":  # the SSM scan costs more per step than attention on 2 CPU cores
     config.model.expand = 1
-  # As for RWKV (configs/rwkv.py): on the 2-core CPU (jaxlib 0.10.2) the first execution of 24
+  # As for RWKV (configs/rwkv.py): on the 2-core CPU with jaxlib < 0.12 the first execution of 24
   # vmapped SSM runs deadlocks (every thread idle on a futex); groups of 4 run. Execution settings
   # do not change the config's fingerprint.
-  if preset != "paper":
+  if preset != "paper" and _JAXLIB < (0, 12):
     config.execution.update(mode="map", chunk=4)
 
 

@@ -10,6 +10,7 @@ figures and the tables (no checkpoints) to another directory.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 import sys
@@ -17,15 +18,23 @@ import time
 
 from absl import app, flags, logging
 
+from rc_jax.engine import sweep as engine_sweep
+from rc_jax.measurement import metrics
 from rc_jax.report import claims, collect, controls, suite, writer
 
-_PRESET = flags.DEFINE_enum("preset", "cpu", ["tiny", "cpu", "paper"], "Size of every sweep.")
+_PRESET = flags.DEFINE_enum("preset", "cpu", ["tiny", "cpu", "gpu", "paper"], "Size of every sweep.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweeps and the report "
                                "(default: runs/report_<preset>).")
 _PUBLISH = flags.DEFINE_string("publish", None, "Also copy REPORT.md, figures/ and tables/ here.")
 _ONLY = flags.DEFINE_list("only", None, "Run only these sweeps (names as in the report); no report.")
 _REUSE_ONLY = flags.DEFINE_bool("reuse_only", False, "Train nothing: write the report from the "
                                 "finished sweeps in --workdir; the others read as not run.")
+_SVD_METHOD = flags.DEFINE_enum("svd_method", None, list(metrics.RANK_METHODS),
+                                "execution.svd_method of every sweep (default: the configs'; "
+                                "an execution key: the same numbers to ~1e-7, resumable).")
+_COMPILE_WORKERS = flags.DEFINE_integer("compile_workers", 1, "Compile this many sweeps' programs "
+                                        "at once before training (XLA compiles outside the GIL: "
+                                        "on a 16-core accelerator host, 16).", lower_bound=1)
 
 
 def _publish(report_dir: str, target: str) -> None:
@@ -35,12 +44,32 @@ def _publish(report_dir: str, target: str) -> None:
     shutil.copytree(os.path.join(report_dir, sub), os.path.join(target, sub), dirs_exist_ok=True)
 
 
+def _config(sweep, preset: str):
+  """The sweep's config, with `--svd_method` applied."""
+  config = sweep.config(preset)
+  if _SVD_METHOD.value:
+    config.execution.svd_method = _SVD_METHOD.value
+  return config
+
+
+def _compile_ahead(sweeps, preset: str, workdir: str, workers: int) -> None:
+  """Compiles the programs of every sweep not finished yet, `workers` at a time; `run_sweep` then
+  finds them in its in-process cache."""
+  todo = [s for s in sweeps if not os.path.exists(os.path.join(workdir, s.name,
+                                                               collect.VALUES_FILE))]
+  t0 = time.perf_counter()
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    list(pool.map(lambda s: engine_sweep.compiled_for(_config(s, preset)), todo))
+  logging.info("compiled %d sweeps' programs in %.0fs (%d at a time)", len(todo),
+               time.perf_counter() - t0, workers)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   preset = _PRESET.value
   workdir = _WORKDIR.value or os.path.join("runs", f"report_{preset}")
-  sweeps = suite.all_sweeps()
+  sweeps = suite.all_sweeps(preset)
   if _ONLY.value:
     unknown = sorted(set(_ONLY.value) - {s.name for s in sweeps})
     if unknown:
@@ -49,6 +78,8 @@ def main(argv):
       sys.exit(2)
     sweeps = [s for s in sweeps if s.name in _ONLY.value]
   cfg = suite.load_report_config()
+  if _COMPILE_WORKERS.value > 1 and not _REUSE_ONLY.value:
+    _compile_ahead(sweeps, preset, workdir, _COMPILE_WORKERS.value)
   values, commands = {}, {}
   for index, sweep in enumerate(sweeps):
     sweep_dir = os.path.join(workdir, sweep.name)
@@ -57,14 +88,15 @@ def main(argv):
       logging.warning("%s not run: its claims read inconclusive", sweep.name)
       continue
     t0 = time.perf_counter()
-    values[sweep.name] = collect.load_or_collect(sweep.config(preset), sweep_dir,
+    values[sweep.name] = collect.load_or_collect(_config(sweep, preset), sweep_dir,
                                                  cfg.concentration.metric,
                                                  cfg.concentration.layer_reduce)
     logging.info("[%d/%d] %s ready in %.0fs", index + 1, len(sweeps), sweep.name,
                  time.perf_counter() - t0)
   if _ONLY.value:
     return
-  control_rows = controls.battery(cfg) + [controls.minilm_control(cfg)]
+  control_rows = (controls.battery(cfg) + [controls.minilm_control(cfg)]
+                  + controls.trained_controls(values, cfg))
   unexpected = [f"{r['family']} {r['component']}: {r['case']}" for r in control_rows
                 if not r["passed"]]
   for row in unexpected:

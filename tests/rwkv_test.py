@@ -1,12 +1,17 @@
 """Tests for rc_jax.routers.rwkv (RWKV-4-style WKV router) and models.mixers.RWKVMixer."""
 
 import math
+import os
+import subprocess
+import sys
+import tempfile
 
 from absl.testing import absltest
 from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
+import jaxlib
 import numpy as np
 import pytest
 
@@ -376,6 +381,31 @@ class RwkvModuleTest(parameterized.TestCase):
       expected = _head_mean(_reference_kernel(zeros, w, None, 0.2, bonus=False), 2)
       chex.assert_trees_all_close(out.priors[layer].weights[0], expected.astype(np.float32),
                                   atol=1e-6)
+
+
+_JAXLIB = tuple(int(part) for part in jaxlib.__version__.split(".")[:2])
+_REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+
+
+@pytest.mark.slow
+@absltest.skipIf(_JAXLIB < (0, 12), "jaxlib < 0.12 deadlocks here on 2 cores: configs/rwkv.py "
+                 "runs RWKV sweeps in groups of 4 there")
+class ManyVmappedRunsTest(parameterized.TestCase):
+  """16 RWKV (or SSM) runs vmapped together at the cpu shape deadlocked XLA:CPU in their first
+  execution (jaxlib 0.10.2, 2 cores: every thread idle on a futex); the sweep must finish."""
+
+  @parameterized.parameters("rwkv", "ssm")
+  def test_sixteen_vmapped_runs_finish(self, family):
+    with tempfile.TemporaryDirectory() as tmp:
+      result = subprocess.run(
+          [sys.executable, os.path.join(_REPO, "experiments", "sweep.py"),
+           "--config=" + os.path.join(_REPO, "configs", f"{family}.py") + ":cpu",
+           "--config.execution.mode=vmap", "--config.sweep.seeds=(0,1)",
+           "--config.train.steps=100", "--config.train.chunk_steps=50", f"--workdir={tmp}/run",
+           f"--compilation_cache_dir={tmp}/cache"],
+          capture_output=True, text=True, timeout=600, check=False)
+      self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+      self.assertTrue(os.path.isfile(os.path.join(tmp, "run", "summary.json")))
 
 
 if __name__ == "__main__":

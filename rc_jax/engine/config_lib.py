@@ -47,7 +47,7 @@ from rc_jax import tasks
 from rc_jax.measurement import metrics
 from rc_jax.engine.problem import ROUTERS
 
-PRESETS = ("tiny", "cpu", "paper")
+PRESETS = ("tiny", "cpu", "gpu", "paper")
 EXECUTION_MODES = ("auto", "vmap", "map", "sequential")
 SCORES = ("dot", "distance", "cosine", "gat", "gatv2")
 NORMALISATIONS = ("softmax", "sigmoid")
@@ -88,6 +88,11 @@ def base_config(router: str, preset: str) -> ml_collections.ConfigDict:
     c.task.update(vocab_size=16, seq_len=16, batch_size=4, probe_batch_size=2)
     c.train.update(steps=8, chunk_steps=4, log_every=2)
     c.sweep.update(seeds=(0, 1), brakes=(0.0, 0.5), learning_rates=(3e-3,))
+  elif preset == "gpu":
+    # the cpu model and grid on 32x the tokens per run (64 x 32 x 8000 = 16.4M against 0.5M),
+    # sized for one H200 in one developer session (benchmarks/GPU_PLAN.md)
+    c.task.update(batch_size=64, probe_batch_size=16)
+    c.train.update(steps=8000, chunk_steps=2000, log_every=200)
   elif preset == "paper":
     c.model.update(width=128, depth=4, n_heads=8, state_size=16)
     c.task.update(vocab_size=256, seq_len=128, batch_size=64, probe_batch_size=16)
@@ -108,6 +113,16 @@ def _set_task(name: str, options) -> Callable:
   return edit
 
 
+def _guo(config) -> None:
+  """Guo et al. 2024's Bigram-Backcopy transformer and optimiser (their BBM scripts: d = 256, one
+  head, batch 512, AdamW lr 3e-4, weight decay 1e-4), two layers; scaled down for one device
+  session from their 10k steps to 4000 steps, 4 seeds (benchmarks/GPU_PLAN.md)."""
+  config.model.update(width=256, depth=2, n_heads=1)
+  config.task.update(vocab_size=64, seq_len=64, batch_size=512)
+  config.train.update(steps=4000, chunk_steps=1000, log_every=200, weight_decay=1e-4)
+  config.sweep.update(seeds=(0, 1, 2, 3), learning_rates=(3e-4,))
+
+
 # variant -> (routers it applies to, function editing the config in place)
 VARIANTS = {
     "backcopy": (SEQUENCE_ROUTERS, _set_task("bigram_backcopy", lambda c: {"n_triggers": 3})),
@@ -120,6 +135,7 @@ VARIANTS = {
     "cosine": (("attention",), lambda c: c.model.update(score="cosine")),
     "distance": (("attention", "graph"), lambda c: c.model.update(score="distance")),
     "sigmoid": (("attention",), lambda c: c.model.update(normalise="sigmoid")),
+    "guo": (("attention",), _guo),
     "frozen": (("ssm",), lambda c: c.model.update(selective=False)),
     "noescape": (("ssm", "rwkv"), lambda c: c.model.update(
         **({"gate": False, "conv_width": 0} if c.router == "ssm" else

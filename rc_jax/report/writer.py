@@ -57,7 +57,7 @@ def signature_figure(path: str, values: dict, cfg) -> str:
     for k, null in enumerate(("trained", "init", "prior", "shuffled")):
       means, sds = [], []
       for name in sweeps:
-        seeds = (claims_lib._seed_values(values[name], "final", metric) if null == "trained" else
+        seeds = (claims_lib.seed_values(values[name], "final", metric) if null == "trained" else
                  claims_lib.null_values(values, name, null, metric))
         mean, sd = _seed_stats(seeds)
         means.append(mean)
