@@ -1,14 +1,21 @@
 """The report's statistics, verdict rules and writer, on hand-built values (no training)."""
 
+import json
 import math
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 
 from absl.testing import absltest, parameterized
 import numpy as np
+import pytest
 
 from rc_jax.measurement import stats
 from rc_jax.report import claims, suite, writer
+
+_REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 
 
 class CompareTest(parameterized.TestCase):
@@ -228,6 +235,36 @@ class ClaimsTest(absltest.TestCase):
         self.assertGreater(len(f.readlines()), 20)
       with open(os.path.join(tmp, "tables", "controls.csv")) as f:
         self.assertEqual(len(f.readlines()), 2)
+
+
+
+@pytest.mark.slow
+class ReportLauncherTest(absltest.TestCase):
+  """experiments/report.py end to end on two tiny sweeps: train, collect, then the report alone."""
+
+  def test_tiny_sweeps_then_reuse_only(self):
+    root = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, root, ignore_errors=True)
+    env = dict(os.environ, RC_JAX_CACHE_DIR=os.path.join(root, "cache"),
+               PYTHONPATH=os.pathsep.join([_REPO, os.environ.get("PYTHONPATH", "")]))
+    base = [sys.executable, os.path.join(_REPO, "experiments", "report.py"), "--preset=tiny",
+            f"--workdir={root}/report"]
+    trained = subprocess.run(base + ["--only=attention,attention-prior-brake0"], env=env,
+                             capture_output=True, text=True, timeout=600, check=False)
+    self.assertEqual(trained.returncode, 0, trained.stderr[-3000:])
+    self.assertFalse(os.path.exists(os.path.join(root, "report", "REPORT.md")))
+    report = subprocess.run(base + ["--reuse_only", f"--publish={root}/published"], env=env,
+                            capture_output=True, text=True, timeout=600, check=False)
+    self.assertEqual(report.returncode, 0, report.stderr[-3000:])
+    self.assertIn("controls:", report.stdout)
+    text = open(os.path.join(root, "published", "REPORT.md")).read()
+    self.assertIn("## Can the instrument see it?", text)
+    self.assertIn("| attention | concentration: hub_excess |", text)
+    self.assertIn("sweep not run", text)   # every other sweep reads inconclusive
+    with open(os.path.join(root, "report", "attention", "report_values.json")) as f:
+      values = json.load(f)
+    self.assertEqual(len(values["runs"]), 4)   # tiny: 2 seeds x 2 brakes
+    self.assertEqual(len(values["series"][0]), len(values["steps"]))
 
 
 if __name__ == "__main__":
