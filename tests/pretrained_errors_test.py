@@ -164,7 +164,7 @@ class BadCheckpointTest(absltest.TestCase):
     write_checkpoint(self.path, TINY_GPT2)
     self._edit_config(model_type="llama")
     with self.assertRaisesRegex(ValueError, r"model_type 'llama' is not supported \(supported: "
-                                r"bert, gpt2, gpt_neox\)"):
+                                r"bert, gpt2, gpt_neox, mamba, rwkv\)"):
       pretrained.load(self.path)
 
   def test_missing_model_type(self):

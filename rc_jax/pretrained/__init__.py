@@ -4,12 +4,16 @@
     out = model.forward(token_ids, attention_mask)    # [B, T] ints, [B, T] 1 = real token
     out.routings[l]        Routing: weights [B, H, T, T], mask [B, 1, T, T], key_norms [B, H, T]
     out.hidden_states[l]   [B, T, D], embeddings first, Hugging Face's order
+    out.priors[l]          the layer's positional-prior Routing (Mamba, RWKV; () for attention)
+    model.logits(out.hidden_states[-1])               # [B, T, V] (Mamba, RWKV)
     null = model.random_init(jax.random.key(0))       # same architecture, random weights
 
-Supported `model_type`s: "gpt2", "gpt_neox" (Pythia), "bert". Weights may be float32, float16 or
-bfloat16 and sharded (`*.safetensors.index.json`); they are cast to `dtype` (float32 by default),
-the dtype the forward computes in (softmax and layer norms always in float32). Positions are
-`0..T-1` for every sequence, as Hugging Face uses when no position ids are passed.
+Supported `model_type`s: "gpt2", "gpt_neox" (Pythia), "bert", "mamba" (the SSM's implicit
+hidden-attention kernel per channel group, `mamba.py`) and "rwkv" (RWKV-4's WKV kernel per channel
+group, `rwkv.py`). Weights may be float32, float16 or bfloat16 and sharded
+(`*.safetensors.index.json`); they are cast to `dtype` (float32 by default), the dtype the forward
+computes in (softmax, layer norms and the recurrences always in float32). Positions are `0..T-1`
+for every sequence, as Hugging Face uses when no position ids are passed.
 
 May import: `rc_jax.routers` (each layer's `Routing`), `rc_jax.measurement` (metrics, the verdicts'
 statistics), JAX, safetensors, tokenizers, matplotlib; never the engine (it trains nothing).
@@ -26,11 +30,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rc_jax.pretrained import bert, gpt2, gpt_neox, loading
+from rc_jax.pretrained import bert, gpt2, gpt_neox, loading, mamba, rwkv
 from rc_jax.pretrained.layers import ForwardOutput
 
-ARCHITECTURES = {module.MODEL_TYPE: module for module in (gpt2, gpt_neox, bert)}
+ARCHITECTURES = {module.MODEL_TYPE: module for module in (gpt2, gpt_neox, bert, mamba, rwkv)}
 _FORWARDS = {module.Config: module.forward for module in ARCHITECTURES.values()}
+_LOGITS = {module.Config: module.logits for module in ARCHITECTURES.values()
+           if hasattr(module, "logits")}
 
 __all__ = ["ARCHITECTURES", "ForwardOutput", "PretrainedModel", "default_name", "load"]
 
@@ -38,6 +44,11 @@ __all__ = ["ARCHITECTURES", "ForwardOutput", "PretrainedModel", "default_name", 
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _apply(params, token_ids, token_mask, cfg) -> ForwardOutput:
   return _FORWARDS[type(cfg)](params, token_ids, token_mask, cfg)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _logits(params, hidden, cfg) -> jax.Array:
+  return _LOGITS[type(cfg)](params, hidden, cfg)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,15 +101,32 @@ class PretrainedModel:
                        f"{list(token_ids.shape)}")
     return _apply(self.params, token_ids, attention_mask.astype(jnp.int32), cfg=self.config)
 
+  def logits(self, final_hidden) -> jax.Array:
+    """Language-model logits `[B, T, V]` (float32) of `forward(...).hidden_states[-1]`.
+
+    Raises:
+      ValueError: the architecture has no LM head here (only "mamba" and "rwkv" do), or the
+        checkpoint was saved without its (untied) head.
+    """
+    if type(self.config) not in _LOGITS:
+      available = sorted(m.MODEL_TYPE for m in ARCHITECTURES.values() if hasattr(m, "logits"))
+      raise ValueError(f"logits are not available for model_type {self.model_type!r} "
+                       f"(available: {', '.join(available)})")
+    return _logits(self.params, jnp.asarray(final_hidden), cfg=self.config)
+
   def random_init(self, key: jax.Array) -> "PretrainedModel":
     """The same architecture with random weights (the matched null baseline).
 
     Matrices and embeddings ~ N(0, initializer_range^2), biases 0, norm scales 1 (Hugging Face's
-    initialisation without its per-architecture rescalings).
+    initialisation without its per-architecture rescalings); the state-space models' decays and
+    mixes as their architectures initialise them (see each module's `tensor_specs`). An optional
+    tensor (an LM head) is drawn only if the checkpoint has it.
     """
     dtype = jax.tree.leaves(self.params)[0].dtype
     arch = ARCHITECTURES[self.model_type]
-    params = loading.init_params(key, arch.tensor_specs(self.config), self.config.num_layers,
+    specs = [spec for spec in arch.tensor_specs(self.config) if not spec.optional
+             or spec.name in (self.params[loading.LAYERS] if spec.per_layer else self.params)]
+    params = loading.init_params(key, specs, self.config.num_layers,
                                  self.config.initializer_range, dtype)
     return dataclasses.replace(self, name=f"{self.name} (random init)", params=params)
 

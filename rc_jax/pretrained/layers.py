@@ -29,12 +29,20 @@ class ForwardOutput:
   Attributes:
     routings: one `Routing` per layer (see the module docstring for shapes).
     hidden_states: `n_layers + 1` arrays `[B, T, D]` in Hugging Face's order: the embeddings, then
-      each layer's output, where the last entry has the final layer norm applied (GPT-2, GPT-NeoX;
-      BERT has no final norm).
+      each layer's output, where the last entry has the final layer norm applied (GPT-2, GPT-NeoX,
+      Mamba, RWKV; BERT has no final norm). (Hugging Face's Mamba and RWKV tuples leave out the
+      embeddings and hold the last layer's output twice, raw and final-normed; here entry 0 is the
+      embeddings and the raw last output is dropped, so `hidden_states[l + 1]` is layer l's output
+      for every architecture.)
+    priors: one positional-prior `Routing` per layer, shaped like `routings`, for routers whose
+      prior is not uniform (Mamba: the SSM with Delta, B, C replaced by their sequence means; RWKV:
+      the WKV kernel with k = 0); `()` for attention, whose prior without a brake is uniform (what
+      metrics assume when they get no prior).
   """
 
   routings: tuple[Routing, ...]
   hidden_states: tuple[jax.Array, ...]
+  priors: tuple[Routing, ...] = ()
 
 
 def _gelu_tanh(x: jax.Array) -> jax.Array:

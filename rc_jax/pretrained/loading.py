@@ -9,9 +9,11 @@ layer index) and gathered into a pytree of plain dicts:
     {name: array, ..., "layers": {name: array [n_layers, ...], ...}}
 
 Linear weights are stored as `[in, out]` kernels (PyTorch `nn.Linear` keeps `[out, in]`; GPT-2's
-Conv1D already keeps `[in, out]`). Every problem is reported as FileNotFoundError or ValueError
-naming the directory, file or tensor; that includes weights that cannot be a trained model's
-(a corrupt file): any non-finite value, or a magnitude above `MAX_ABS_WEIGHT`.
+Conv1D already keeps `[in, out]`). An `optional` tensor (an LM head a base-model checkpoint lacks)
+is left out of the pytree when the checkpoint does not hold it. Every problem is reported as
+FileNotFoundError or ValueError naming the directory, file or tensor; that includes weights that
+cannot be a trained model's (a corrupt file): any non-finite value, or a magnitude above
+`MAX_ABS_WEIGHT`.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import dataclasses
 import glob
 import json
 import os
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import safetensors
 
 CONFIG_FILE = "config.json"
@@ -43,17 +46,28 @@ class TensorSpec:
     hf_name: Hugging Face tensor name without the model prefix; `{i}` is the layer index.
     hf_shape: shape as stored in the checkpoint.
     init: random initialisation for the null baseline: "normal" (std = initializer_range),
-      "zeros" or "ones".
+      "zeros", "ones", or a function `init(key, shape) -> float32 array` for an
+      architecture-specific initialisation (a state-space model's decays); `shape` is the pytree
+      shape, with the leading `[n_layers]` axis when `per_layer`.
     transpose: stored as `[out, in]` (nn.Linear); the pytree keeps the transpose.
     per_layer: one tensor per layer, stacked on a leading axis in the pytree.
+    optional: the checkpoint may lack it (e.g. an untied LM head, absent from a base-model
+      checkpoint); then it is not in the pytree.
+    prefixed: the name carries the checkpoint's model prefix (False: a top-level tensor such as
+      `lm_head.weight`, stored beside `backbone.*`).
+    aliases: other names the tensor is stored under in some checkpoints (read when `hf_name` is
+      absent), e.g. Mamba's `embedding.weight` beside `embeddings.weight`.
   """
 
   name: str
   hf_name: str
   hf_shape: tuple[int, ...]
-  init: str = "normal"
+  init: Union[str, Callable[[jax.Array, tuple[int, ...]], jax.Array]] = "normal"
   transpose: bool = False
   per_layer: bool = False
+  optional: bool = False
+  prefixed: bool = True
+  aliases: tuple[str, ...] = ()
 
   @property
   def shape(self) -> tuple[int, ...]:
@@ -163,7 +177,7 @@ class CheckpointReader:
   @staticmethod
   def _open(file: str):
     try:
-      return safetensors.safe_open(file, framework="flax")
+      return safetensors.safe_open(file, framework="np")
     except Exception as e:  # safetensors raises its own SafetensorError (an Exception subclass).
       raise ValueError(f"{file} is not a readable safetensors file (truncated or corrupt?): "
                        f"{e}") from e
@@ -174,8 +188,9 @@ class CheckpointReader:
   def shape(self, name: str) -> tuple[int, ...]:
     return self._shape_of[name]
 
-  def read(self, names: Iterable[str]) -> dict[str, jax.Array]:
-    """Reads `names` (grouped by file) as JAX arrays in their stored dtype."""
+  def read(self, names: Iterable[str]) -> dict[str, np.ndarray]:
+    """Reads `names` (grouped by file) as host NumPy arrays in their stored dtype (bfloat16 via
+    ml_dtypes); `read_params` checks them there and moves them to the device once, cast."""
     by_file: dict[str, list[str]] = {}
     for name in names:
       by_file.setdefault(self._file_of[name], []).append(name)
@@ -203,15 +218,31 @@ def find_prefix(reader: CheckpointReader, probe: str, prefixes: Iterable[str],
 
 
 def _hf_names(spec: TensorSpec, prefix: str, n_layers: int) -> list[str]:
+  prefix = prefix if spec.prefixed else ""
   if spec.per_layer:
     return [prefix + spec.hf_name.format(i=i) for i in range(n_layers)]
   return [prefix + spec.hf_name]
 
 
+def _resolve_alias(spec: TensorSpec, reader: CheckpointReader, prefix: str,
+                   n_layers: int) -> TensorSpec:
+  """`spec` under the first of its names (`hf_name`, then `aliases`) the checkpoint holds."""
+  for hf_name in (spec.hf_name,) + spec.aliases:
+    candidate = dataclasses.replace(spec, hf_name=hf_name)
+    if all(name in reader for name in _hf_names(candidate, prefix, n_layers)):
+      return candidate
+  return spec
+
+
 def read_params(reader: CheckpointReader, specs: Iterable[TensorSpec], n_layers: int,
                 prefix: str, dtype: Any) -> dict[str, Any]:
-  """Validates every tensor's presence and shape, then reads and casts them into the pytree."""
-  specs = tuple(specs)
+  """Validates every tensor's presence and shape, then reads and casts them into the pytree.
+
+  Optional specs the checkpoint lacks (all of their names) are skipped."""
+  specs = tuple(_resolve_alias(spec, reader, prefix, n_layers) for spec in specs)
+  specs = tuple(spec for spec in specs
+                if not (spec.optional and not any(name in reader for name in
+                                                  _hf_names(spec, prefix, n_layers))))
   for spec in specs:
     for name in _hf_names(spec, prefix, n_layers):
       if name not in reader:
@@ -233,14 +264,18 @@ def read_params(reader: CheckpointReader, specs: Iterable[TensorSpec], n_layers:
   return params
 
 
-def check_values(path: str, name: str, x: jax.Array) -> None:
-  """ValueError naming tensor `name` if it holds a non-finite value or |value| > MAX_ABS_WEIGHT."""
-  x = jnp.asarray(x, jnp.float32)
-  n_bad = int(jnp.sum(~jnp.isfinite(x)))
+def check_values(path: str, name: str, x: np.ndarray | jax.Array) -> None:
+  """ValueError naming tensor `name` if it holds a non-finite value or |value| > MAX_ABS_WEIGHT.
+
+  Checked in NumPy on the host, before the tensor goes to the device: as JAX ops, every new tensor
+  shape cost a compilation (~30 ms each, most of a small checkpoint's loading time on CPU).
+  """
+  x = np.asarray(x).astype(np.float32, copy=False)
+  n_bad = int(np.sum(~np.isfinite(x)))
   if n_bad:
     raise ValueError(f"{path}: tensor {name!r} holds {n_bad} non-finite value(s) (NaN or inf): "
                      "the checkpoint is corrupt")
-  largest = float(jnp.max(jnp.abs(x))) if x.size else 0.0
+  largest = float(np.max(np.abs(x))) if x.size else 0.0
   if largest > MAX_ABS_WEIGHT:
     raise ValueError(f"{path}: tensor {name!r} holds a value of magnitude {largest:.3g}, above "
                      f"{MAX_ABS_WEIGHT:g} (no trained weight is that large): the checkpoint is "
@@ -257,13 +292,18 @@ def init_params(key: jax.Array, specs: Iterable[TensorSpec], n_layers: int, std:
   """Random parameters with the pytree structure `read_params` builds (the null baseline).
 
   "normal" tensors are N(0, std^2) (Hugging Face's `initializer_range`), "zeros" biases and
-  "ones" norm scales as at initialisation.
+  "ones" norm scales as at initialisation; a callable `init` draws the tensor itself (see
+  `TensorSpec`).
   """
   specs = tuple(specs)
   params: dict[str, Any] = {LAYERS: {}}
   for spec, spec_key in zip(specs, jax.random.split(key, len(specs))):
     shape = ((n_layers,) if spec.per_layer else ()) + spec.shape
-    if spec.init == "normal":
+    if callable(spec.init):
+      value = jnp.asarray(spec.init(spec_key, shape), jnp.float32)
+      if value.shape != shape:
+        raise ValueError(f"init of {spec.name!r} returned shape {value.shape}, expected {shape}")
+    elif spec.init == "normal":
       value = std * jax.random.normal(spec_key, shape, jnp.float32)
     elif spec.init == "zeros":
       value = jnp.zeros(shape, jnp.float32)
