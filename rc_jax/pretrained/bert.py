@@ -20,12 +20,9 @@ import jax
 
 from rc_jax.pretrained import layers
 from rc_jax.routers.attention import merge_heads, split_heads
-from rc_jax.pretrained.loading import (LAYERS, ArchitectureConfig, TensorSpec, config_value,
-                                      width_and_heads)
-
-MODEL_TYPE = "bert"
-PREFIXES = ("", "bert.")
-PROBE_TENSOR = "embeddings.word_embeddings.weight"
+from rc_jax.pretrained.loading import LAYERS, ArchitectureConfig, TensorSpec, config_value
+from rc_jax.pretrained.loading import common_fields, dense_specs, norm_specs, per_layer_specs
+from rc_jax.pretrained.loading import width_and_heads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,16 +39,9 @@ class Config(ArchitectureConfig):
       raise ValueError(f"{where}: position_embedding_type {position_type!r} is not supported "
                        "(only 'absolute')")
     return cls(
-        vocab_size=int(config_value(hf, ("vocab_size",), where)),
-        max_positions=int(config_value(hf, ("max_position_embeddings",), where, 512)),
-        hidden_size=hidden,
-        num_layers=int(config_value(hf, ("num_hidden_layers",), where)),
-        num_heads=heads,
-        intermediate_size=int(config_value(hf, ("intermediate_size",), where)),
-        activation=layers.check_activation(config_value(hf, ("hidden_act",), where, "gelu"),
-                                           where),
-        layer_norm_eps=float(config_value(hf, ("layer_norm_eps",), where, 1e-12)),
-        initializer_range=float(config_value(hf, ("initializer_range",), where, 0.02)),
+        **common_fields(hf, where, max_positions=512, activation="gelu", layer_norm_eps=1e-12,
+                        initializer_range=0.02),
+        hidden_size=hidden, num_heads=heads,
         type_vocab_size=int(config_value(hf, ("type_vocab_size",), where, 2)),
     )
 
@@ -60,33 +50,21 @@ def tensor_specs(cfg: Config) -> list[TensorSpec]:
   """The BERT encoder tensors and their stored shapes (nn.Linear: `[out, in]`, transposed)."""
   d, f = cfg.hidden_size, cfg.intermediate_size
 
-  def layer(name, hf_suffix, shape, init="normal", transpose=False):
-    return TensorSpec(name, f"encoder.layer.{{i}}.{hf_suffix}", shape, init, transpose,
-                      per_layer=True)
+  layer = per_layer_specs("encoder.layer.{i}.")
 
   return [
       TensorSpec("word", "embeddings.word_embeddings.weight", (cfg.vocab_size, d)),
       TensorSpec("position", "embeddings.position_embeddings.weight", (cfg.max_positions, d)),
       TensorSpec("token_type", "embeddings.token_type_embeddings.weight",
                  (cfg.type_vocab_size, d)),
-      TensorSpec("embed_ln_scale", "embeddings.LayerNorm.weight", (d,), "ones"),
-      TensorSpec("embed_ln_bias", "embeddings.LayerNorm.bias", (d,), "zeros"),
-      layer("q_kernel", "attention.self.query.weight", (d, d), transpose=True),
-      layer("q_bias", "attention.self.query.bias", (d,), "zeros"),
-      layer("k_kernel", "attention.self.key.weight", (d, d), transpose=True),
-      layer("k_bias", "attention.self.key.bias", (d,), "zeros"),
-      layer("v_kernel", "attention.self.value.weight", (d, d), transpose=True),
-      layer("v_bias", "attention.self.value.bias", (d,), "zeros"),
-      layer("attn_out_kernel", "attention.output.dense.weight", (d, d), transpose=True),
-      layer("attn_out_bias", "attention.output.dense.bias", (d,), "zeros"),
-      layer("attn_ln_scale", "attention.output.LayerNorm.weight", (d,), "ones"),
-      layer("attn_ln_bias", "attention.output.LayerNorm.bias", (d,), "zeros"),
-      layer("fc_kernel", "intermediate.dense.weight", (f, d), transpose=True),
-      layer("fc_bias", "intermediate.dense.bias", (f,), "zeros"),
-      layer("proj_kernel", "output.dense.weight", (d, f), transpose=True),
-      layer("proj_bias", "output.dense.bias", (d,), "zeros"),
-      layer("out_ln_scale", "output.LayerNorm.weight", (d,), "ones"),
-      layer("out_ln_bias", "output.LayerNorm.bias", (d,), "zeros"),
+      *norm_specs(TensorSpec, "embed_ln", "embeddings.LayerNorm", d),
+      *[spec for name, hf in (("q", "query"), ("k", "key"), ("v", "value"))
+        for spec in dense_specs(layer, name, f"attention.self.{hf}", (d, d), transpose=True)],
+      *dense_specs(layer, "attn_out", "attention.output.dense", (d, d), transpose=True),
+      *norm_specs(layer, "attn_ln", "attention.output.LayerNorm", d),
+      *dense_specs(layer, "fc", "intermediate.dense", (f, d), transpose=True),
+      *dense_specs(layer, "proj", "output.dense", (d, f), transpose=True),
+      *norm_specs(layer, "out_ln", "output.LayerNorm", d),
   ]
 
 
@@ -114,3 +92,9 @@ def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
   h_last, (hidden, weights, key_norms) = jax.lax.scan(block, h, params[LAYERS])
   return layers.stack_outputs(h, hidden, h_last, weights,
                               layers.routing_mask(token_mask, causal=False), key_norms)
+
+
+# what `rc_jax.pretrained.load` reads to recognise and find this architecture
+MODEL_TYPE = "bert"
+PREFIXES = ("", "bert.")
+PROBE_TENSOR = "embeddings.word_embeddings.weight"

@@ -176,8 +176,8 @@ def _write_verdicts(rows: list[dict], out_dir: str, probe_info: dict[str, Any],
     text += ["## Over training", "",
              f"Revisions at steps {', '.join(str(s) for s in over_training['steps'])} "
              "([training.csv](training.csv), [figure](figures/training.png)). Concentration onset "
-             f"under the report's rule (above {onset['threshold']:g} and {onset['rise']:g} above the "
-             f"first revision, staying there): **{onset['status']}**"
+             f"under the report's rule (above {onset['threshold']:g} and {onset['rise']:g} above "
+             f"the first revision, staying there): **{onset['status']}**"
              + (f" at step {onset['step']:g}." if onset["step"] is not None else "."), ""]
   with open(os.path.join(out_dir, "REPORT.md"), "w", encoding="utf-8") as f:
     f.write("\n".join(text))

@@ -21,12 +21,9 @@ import jax.numpy as jnp
 
 from rc_jax.pretrained import layers
 from rc_jax.routers.attention import merge_heads, split_heads
-from rc_jax.pretrained.loading import (LAYERS, ArchitectureConfig, TensorSpec, config_value,
-                                      width_and_heads)
-
-MODEL_TYPE = "gpt2"
-PREFIXES = ("", "transformer.")
-PROBE_TENSOR = "wte.weight"
+from rc_jax.pretrained.loading import LAYERS, ArchitectureConfig, TensorSpec, config_value
+from rc_jax.pretrained.loading import common_fields, dense_specs, norm_specs, per_layer_specs
+from rc_jax.pretrained.loading import width_and_heads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,17 +37,9 @@ class Config(ArchitectureConfig):
   def from_hf(cls, hf: dict[str, Any], where: str) -> "Config":
     hidden, heads = width_and_heads(hf, where)
     return cls(
-        vocab_size=int(config_value(hf, ("vocab_size",), where)),
-        max_positions=int(config_value(hf, ("n_positions", "n_ctx", "max_position_embeddings"),
-                                       where)),
-        hidden_size=hidden,
-        num_layers=int(config_value(hf, ("n_layer", "num_hidden_layers"), where)),
-        num_heads=heads,
-        intermediate_size=int(config_value(hf, ("n_inner",), where, 4 * hidden)),
-        activation=layers.check_activation(
-            config_value(hf, ("activation_function",), where, "gelu_new"), where),
-        layer_norm_eps=float(config_value(hf, ("layer_norm_epsilon",), where, 1e-5)),
-        initializer_range=float(config_value(hf, ("initializer_range",), where, 0.02)),
+        **common_fields(hf, where, intermediate_size=4 * hidden, activation="gelu_new",
+                        layer_norm_eps=1e-5, initializer_range=0.02),
+        hidden_size=hidden, num_heads=heads,
         scale_attn_weights=bool(config_value(hf, ("scale_attn_weights",), where, True)),
         scale_attn_by_inverse_layer_idx=bool(
             config_value(hf, ("scale_attn_by_inverse_layer_idx",), where, False)),
@@ -61,27 +50,17 @@ def tensor_specs(cfg: Config) -> list[TensorSpec]:
   """The GPT-2 tensors and their stored shapes (Conv1D: `[in, out]`)."""
   d, f = cfg.hidden_size, cfg.intermediate_size
 
-  def layer(name, hf_suffix, shape, init="normal"):
-    return TensorSpec(name, f"h.{{i}}.{hf_suffix}", shape, init, per_layer=True)
+  layer = per_layer_specs("h.{i}.")
 
-  return [
-      TensorSpec("wte", "wte.weight", (cfg.vocab_size, d)),
-      TensorSpec("wpe", "wpe.weight", (cfg.max_positions, d)),
-      layer("ln_1_scale", "ln_1.weight", (d,), "ones"),
-      layer("ln_1_bias", "ln_1.bias", (d,), "zeros"),
-      layer("qkv_kernel", "attn.c_attn.weight", (d, 3 * d)),
-      layer("qkv_bias", "attn.c_attn.bias", (3 * d,), "zeros"),
-      layer("out_kernel", "attn.c_proj.weight", (d, d)),
-      layer("out_bias", "attn.c_proj.bias", (d,), "zeros"),
-      layer("ln_2_scale", "ln_2.weight", (d,), "ones"),
-      layer("ln_2_bias", "ln_2.bias", (d,), "zeros"),
-      layer("fc_kernel", "mlp.c_fc.weight", (d, f)),
-      layer("fc_bias", "mlp.c_fc.bias", (f,), "zeros"),
-      layer("proj_kernel", "mlp.c_proj.weight", (f, d)),
-      layer("proj_bias", "mlp.c_proj.bias", (d,), "zeros"),
-      TensorSpec("ln_f_scale", "ln_f.weight", (d,), "ones"),
-      TensorSpec("ln_f_bias", "ln_f.bias", (d,), "zeros"),
-  ]
+  return [TensorSpec("wte", "wte.weight", (cfg.vocab_size, d)),
+          TensorSpec("wpe", "wpe.weight", (cfg.max_positions, d)),
+          *norm_specs(layer, "ln_1", "ln_1", d),
+          *dense_specs(layer, "qkv", "attn.c_attn", (d, 3 * d)),
+          *dense_specs(layer, "out", "attn.c_proj", (d, d)),
+          *norm_specs(layer, "ln_2", "ln_2", d),
+          *dense_specs(layer, "fc", "mlp.c_fc", (d, f)),
+          *dense_specs(layer, "proj", "mlp.c_proj", (f, d)),
+          *norm_specs(TensorSpec, "ln_f", "ln_f", d)]
 
 
 def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
@@ -112,3 +91,9 @@ def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
   final = layers.layer_norm(h_last, params["ln_f_scale"], params["ln_f_bias"], cfg.layer_norm_eps)
   return layers.stack_outputs(h, hidden, final, weights,
                               layers.routing_mask(token_mask, causal=True), key_norms)
+
+
+# what `rc_jax.pretrained.load` reads to recognise and find this architecture
+MODEL_TYPE = "gpt2"
+PREFIXES = ("", "transformer.")
+PROBE_TENSOR = "wte.weight"

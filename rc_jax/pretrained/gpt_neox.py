@@ -22,13 +22,10 @@ import jax.numpy as jnp
 
 from rc_jax.pretrained import layers
 from rc_jax.routers.attention import merge_heads
-from rc_jax.pretrained.loading import (LAYERS, ArchitectureConfig, TensorSpec, config_value,
-                                      width_and_heads)
+from rc_jax.pretrained.loading import LAYERS, ArchitectureConfig, TensorSpec, config_value
+from rc_jax.pretrained.loading import common_fields, dense_specs, norm_specs, per_layer_specs
+from rc_jax.pretrained.loading import width_and_heads
 from rc_jax.routers.scores import apply_rope
-
-MODEL_TYPE = "gpt_neox"
-PREFIXES = ("gpt_neox.", "")
-PROBE_TENSOR = "embed_in.weight"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,16 +52,9 @@ class Config(ArchitectureConfig):
       raise ValueError(f"{where}: rotary dimension {rotary_dim} (head size x rotary_pct) must be "
                        "even")
     return cls(
-        vocab_size=int(config_value(hf, ("vocab_size",), where)),
-        max_positions=int(config_value(hf, ("max_position_embeddings",), where, 2048)),
-        hidden_size=hidden,
-        num_layers=int(config_value(hf, ("num_hidden_layers",), where)),
-        num_heads=heads,
-        intermediate_size=int(config_value(hf, ("intermediate_size",), where)),
-        activation=layers.check_activation(config_value(hf, ("hidden_act",), where, "gelu"),
-                                           where),
-        layer_norm_eps=float(config_value(hf, ("layer_norm_eps",), where, 1e-5)),
-        initializer_range=float(config_value(hf, ("initializer_range",), where, 0.02)),
+        **common_fields(hf, where, max_positions=2048, activation="gelu", layer_norm_eps=1e-5,
+                        initializer_range=0.02),
+        hidden_size=hidden, num_heads=heads,
         rotary_dim=rotary_dim,
         rotary_base=base,
         use_parallel_residual=bool(config_value(hf, ("use_parallel_residual",), where, True)),
@@ -76,28 +66,17 @@ def tensor_specs(cfg: Config) -> list[TensorSpec]:
   """The GPT-NeoX tensors and their stored shapes (nn.Linear: `[out, in]`, transposed on load)."""
   d, f = cfg.hidden_size, cfg.intermediate_size
 
-  def layer(name, hf_suffix, shape, init="normal", transpose=False):
-    return TensorSpec(name, f"layers.{{i}}.{hf_suffix}", shape, init, transpose, per_layer=True)
+  layer = per_layer_specs("layers.{i}.")
 
-  specs = [
-      TensorSpec("embed_in", "embed_in.weight", (cfg.vocab_size, d)),
-      layer("input_ln_scale", "input_layernorm.weight", (d,), "ones"),
-      layer("input_ln_bias", "input_layernorm.bias", (d,), "zeros"),
-      layer("qkv_kernel", "attention.query_key_value.weight", (3 * d, d), transpose=True),
-      layer("out_kernel", "attention.dense.weight", (d, d), transpose=True),
-      layer("post_ln_scale", "post_attention_layernorm.weight", (d,), "ones"),
-      layer("post_ln_bias", "post_attention_layernorm.bias", (d,), "zeros"),
-      layer("fc_kernel", "mlp.dense_h_to_4h.weight", (f, d), transpose=True),
-      layer("fc_bias", "mlp.dense_h_to_4h.bias", (f,), "zeros"),
-      layer("proj_kernel", "mlp.dense_4h_to_h.weight", (d, f), transpose=True),
-      layer("proj_bias", "mlp.dense_4h_to_h.bias", (d,), "zeros"),
-      TensorSpec("final_ln_scale", "final_layer_norm.weight", (d,), "ones"),
-      TensorSpec("final_ln_bias", "final_layer_norm.bias", (d,), "zeros"),
-  ]
-  if cfg.attention_bias:
-    specs += [layer("qkv_bias", "attention.query_key_value.bias", (3 * d,), "zeros"),
-              layer("out_bias", "attention.dense.bias", (d,), "zeros")]
-  return specs
+  attention = dict(transpose=True, bias=cfg.attention_bias)
+  return [TensorSpec("embed_in", "embed_in.weight", (cfg.vocab_size, d)),
+          *norm_specs(layer, "input_ln", "input_layernorm", d),
+          *dense_specs(layer, "qkv", "attention.query_key_value", (3 * d, d), **attention),
+          *dense_specs(layer, "out", "attention.dense", (d, d), **attention),
+          *norm_specs(layer, "post_ln", "post_attention_layernorm", d),
+          *dense_specs(layer, "fc", "mlp.dense_h_to_4h", (f, d), transpose=True),
+          *dense_specs(layer, "proj", "mlp.dense_4h_to_h", (d, f), transpose=True),
+          *norm_specs(TensorSpec, "final_ln", "final_layer_norm", d)]
 
 
 def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
@@ -139,3 +118,9 @@ def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
                             cfg.layer_norm_eps)
   return layers.stack_outputs(h, hidden, final, weights,
                               layers.routing_mask(token_mask, causal=True), key_norms)
+
+
+# what `rc_jax.pretrained.load` reads to recognise and find this architecture
+MODEL_TYPE = "gpt_neox"
+PREFIXES = ("gpt_neox.", "")
+PROBE_TENSOR = "embed_in.weight"

@@ -134,3 +134,14 @@ def stack_outputs(embeddings: jax.Array, layer_hidden: jax.Array, last_hidden: j
       Routing(weights=weights[i], mask=routing_mask, key_norms=key_norms[i])
       for i in range(n_layers))
   return ForwardOutput(routings=routings, hidden_states=hidden)
+
+
+def lm_logits(params: dict, final_hidden: jax.Array, head: str, *, tied: bool) -> jax.Array:
+  """LM logits `[..., V]` (float32) of final-normed hidden states: `final_hidden @ W^T` with `W` the
+  tied `params["embeddings"]`, or `params[head]` (ValueError naming it when the checkpoint was saved
+  without its LM head)."""
+  weight = params["embeddings"] if tied else params.get(head)
+  if weight is None:
+    raise ValueError(f"this checkpoint has no {head}.weight (saved without its LM head, with "
+                     "tie_word_embeddings false): no logits")
+  return (final_hidden.astype(weight.dtype) @ weight.T).astype(jnp.float32)

@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 import safetensors
 
+from rc_jax.pretrained import layers
+
 CONFIG_FILE = "config.json"
 # Trained transformer weights stay within a few tens (all-MiniLM-L6-v2: 7.9); bytes overwritten by
 # garbage decode to NaN or to magnitudes up to 3e38. 1e4 leaves a factor > 1000 of headroom.
@@ -108,6 +110,57 @@ def config_value(config: dict[str, Any], names: Iterable[str], where: str,
   if default is dataclasses.MISSING:
     raise ValueError(f"{where}: missing required field {' / '.join(repr(n) for n in names)}")
   return default
+
+
+# `ArchitectureConfig` field -> (config.json names, GPT-2's first, then the newer ones; type)
+_COMMON_FIELDS = {
+    "vocab_size": (("vocab_size",), int),
+    "max_positions": (("n_positions", "n_ctx", "max_position_embeddings", "context_length"), int),
+    "num_layers": (("n_layer", "num_hidden_layers"), int),
+    "intermediate_size": (("n_inner", "intermediate_size"), int),
+    "activation": (("activation_function", "hidden_act"), str),
+    "layer_norm_eps": (("layer_norm_epsilon", "layer_norm_eps"), float),
+    "initializer_range": (("initializer_range",), float),
+}
+
+
+def common_fields(hf: dict[str, Any], where: str, **defaults: Any) -> dict[str, Any]:
+  """The `ArchitectureConfig` fields but the width and heads, read from `config.json` under any of
+  their names; `defaults` are each architecture's (a field without one is required). The
+  activation name is checked (`layers.check_activation`)."""
+  out = {}
+  for field, (names, kind) in _COMMON_FIELDS.items():
+    out[field] = kind(config_value(hf, names, where, defaults.get(field, dataclasses.MISSING)))
+  out["activation"] = layers.check_activation(out["activation"], where)
+  return out
+
+
+def per_layer_specs(template: str) -> Callable[..., "TensorSpec"]:
+  """`layer(name, hf_suffix, shape, init="normal", transpose=False, **fields)`: the per-layer
+  `TensorSpec` of Hugging Face name `template + hf_suffix`, `template` holding `{i}` for the layer
+  (`"h.{i}."`, `"layers.{i}."`)."""
+  def layer(name, hf_suffix, shape, init="normal", transpose=False, **fields):
+    return TensorSpec(name, template + hf_suffix, shape, init, transpose, per_layer=True, **fields)
+  return layer
+
+
+def norm_specs(make: Callable[..., "TensorSpec"], name: str, hf_module: str,
+               width: int) -> list["TensorSpec"]:
+  """A layer norm's scale (init ones) and bias (zeros), `{hf_module}.weight` / `.bias`; `make` is
+  `TensorSpec` or a `per_layer_specs` factory."""
+  return [make(f"{name}_scale", f"{hf_module}.weight", (width,), "ones"),
+          make(f"{name}_bias", f"{hf_module}.bias", (width,), "zeros")]
+
+
+def dense_specs(make: Callable[..., "TensorSpec"], name: str, hf_module: str,
+                stored_shape: tuple[int, int], *, transpose: bool = False,
+                bias: bool = True) -> list["TensorSpec"]:
+  """A dense layer's kernel as stored (`transpose`: nn.Linear's `[out, in]`) and its bias (zeros,
+  the output width), `{hf_module}.weight` / `.bias`."""
+  out_width = stored_shape[0] if transpose else stored_shape[1]
+  kernel = make(f"{name}_kernel", f"{hf_module}.weight", stored_shape, transpose=transpose)
+  return [kernel, make(f"{name}_bias", f"{hf_module}.bias", (out_width,), "zeros")][:2 if bias
+                                                                                      else 1]
 
 
 @dataclasses.dataclass(frozen=True)

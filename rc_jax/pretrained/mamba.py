@@ -53,11 +53,9 @@ import jax.numpy as jnp
 from rc_jax import routers
 from rc_jax.pretrained import layers
 from rc_jax.pretrained.loading import LAYERS, ArchitectureConfig, TensorSpec, config_value
+from rc_jax.pretrained.loading import common_fields, per_layer_specs
 from rc_jax.routers.routing import Routing, row_normalise
 
-MODEL_TYPE = "mamba"
-PREFIXES = ("backbone.", "")
-PROBE_TENSOR = "norm_f.weight"  # the embedding's name varies (below)
 HEAD_CHANNELS = 64
 NO_POSITION_LIMIT = 2**31 - 1
 # Mamba's dt initialisation (MambaConfig defaults), for the random-init baseline
@@ -93,17 +91,11 @@ class Config(ArchitectureConfig):
     channels = int(config_value(hf, ("intermediate_size",), where, int(expand * hidden)))
     rank = config_value(hf, ("time_step_rank",), where, "auto")
     rank = math.ceil(hidden / 16) if rank == "auto" else int(rank)
+    fields = common_fields(hf, where, max_positions=NO_POSITION_LIMIT, intermediate_size=channels,
+                           activation="silu", layer_norm_eps=1e-5, initializer_range=0.1)
     return cls(
-        vocab_size=int(config_value(hf, ("vocab_size",), where)),
-        max_positions=NO_POSITION_LIMIT,
-        hidden_size=hidden,
-        num_layers=int(config_value(hf, ("num_hidden_layers", "n_layer"), where)),
-        num_heads=default_num_heads(channels),
-        intermediate_size=channels,
-        activation=layers.check_activation(config_value(hf, ("hidden_act",), where, "silu"),
-                                           where),
-        layer_norm_eps=float(config_value(hf, ("layer_norm_epsilon",), where, 1e-5)),
-        initializer_range=float(config_value(hf, ("initializer_range",), where, 0.1)),
+        **dict(fields, max_positions=NO_POSITION_LIMIT),   # a recurrence: no position table
+        hidden_size=hidden, num_heads=default_num_heads(channels),
         state_size=int(config_value(hf, ("state_size",), where, 16)),
         conv_kernel=int(config_value(hf, ("conv_kernel",), where, 4)),
         time_step_rank=rank,
@@ -135,8 +127,7 @@ def tensor_specs(cfg: Config) -> list[TensorSpec]:
   """
   d, c, n, r = cfg.hidden_size, cfg.intermediate_size, cfg.state_size, cfg.time_step_rank
 
-  def layer(name, hf_suffix, shape, init="normal", transpose=False):
-    return TensorSpec(name, f"layers.{{i}}.{hf_suffix}", shape, init, transpose, per_layer=True)
+  layer = per_layer_specs("layers.{i}.")
 
   specs = [
       # `embedding.weight` in mamba_ssm's naming, which Hugging Face's MambaModel also accepts
@@ -264,8 +255,10 @@ def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
 def logits(params: dict[str, Any], final_hidden: jax.Array, cfg: Config) -> jax.Array:
   """LM logits `[..., V]` (float32) of final-normed hidden states: the tied embeddings, or
   `lm_head` when `tie_word_embeddings` is False."""
-  head = params["embeddings"] if cfg.tie_word_embeddings else params.get("lm_head")
-  if head is None:
-    raise ValueError("this Mamba checkpoint has no lm_head.weight (saved without its LM head, "
-                     "with tie_word_embeddings false): no logits")
-  return (final_hidden.astype(head.dtype) @ head.T).astype(jnp.float32)
+  return layers.lm_logits(params, final_hidden, "lm_head", tied=cfg.tie_word_embeddings)
+
+
+# what `rc_jax.pretrained.load` reads to recognise and find this architecture
+MODEL_TYPE = "mamba"
+PREFIXES = ("backbone.", "")
+PROBE_TENSOR = "norm_f.weight"  # the embedding's name varies (below)

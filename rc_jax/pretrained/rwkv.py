@@ -48,12 +48,10 @@ from rc_jax import routers
 from rc_jax.models.mixers import rwkv_init
 from rc_jax.pretrained import layers
 from rc_jax.pretrained.loading import LAYERS, ArchitectureConfig, TensorSpec, config_value
+from rc_jax.pretrained.loading import common_fields, per_layer_specs
 from rc_jax.pretrained.mamba import default_num_heads
 from rc_jax.routers.routing import Routing, row_normalise
 
-MODEL_TYPE = "rwkv"
-PREFIXES = ("rwkv.", "")
-PROBE_TENSOR = "embeddings.weight"
 LN_OUT_EPS = 1e-5  # Hugging Face builds ln_out as nn.LayerNorm(hidden_size): torch's default eps
 
 
@@ -74,17 +72,11 @@ class Config(ArchitectureConfig):
   def from_hf(cls, hf: dict[str, Any], where: str) -> "Config":
     hidden = int(config_value(hf, ("hidden_size",), where))
     attention = int(config_value(hf, ("attention_hidden_size",), where, hidden))
+    fields = common_fields(hf, where, max_positions=1024, intermediate_size=4 * hidden,
+                           layer_norm_eps=1e-5, initializer_range=0.02, activation="relu")
     return cls(
-        vocab_size=int(config_value(hf, ("vocab_size",), where)),
-        max_positions=int(config_value(hf, ("context_length", "max_position_embeddings"), where,
-                                       1024)),
-        hidden_size=hidden,
-        num_layers=int(config_value(hf, ("num_hidden_layers",), where)),
-        num_heads=default_num_heads(attention),
-        intermediate_size=int(config_value(hf, ("intermediate_size",), where, 4 * hidden)),
-        activation="relu",
-        layer_norm_eps=float(config_value(hf, ("layer_norm_epsilon",), where, 1e-5)),
-        initializer_range=float(config_value(hf, ("initializer_range",), where, 0.02)),
+        **dict(fields, activation="relu"),   # RWKV-4's channel mix: squared ReLU, not configurable
+        hidden_size=hidden, num_heads=default_num_heads(attention),
         attention_hidden_size=attention,
         rescale_every=int(config_value(hf, ("rescale_every",), where, 6)),
         tie_word_embeddings=bool(config_value(hf, ("tie_word_embeddings",), where, False)),
@@ -113,8 +105,7 @@ def tensor_specs(cfg: Config) -> list[TensorSpec]:
   """
   d, a, f = cfg.hidden_size, cfg.attention_hidden_size, cfg.intermediate_size
 
-  def layer(name, hf_suffix, shape, init="normal", transpose=False):
-    return TensorSpec(name, f"blocks.{{i}}.{hf_suffix}", shape, init, transpose, per_layer=True)
+  layer = per_layer_specs("blocks.{i}.")
 
   specs = [
       TensorSpec("embeddings", "embeddings.weight", (cfg.vocab_size, d)),
@@ -223,8 +214,10 @@ def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
 def logits(params: dict[str, Any], final_hidden: jax.Array, cfg: Config) -> jax.Array:
   """LM logits `[..., V]` (float32) of final-normed hidden states: `head`, or the embeddings when
   `tie_word_embeddings`."""
-  head = params["embeddings"] if cfg.tie_word_embeddings else params.get("head")
-  if head is None:
-    raise ValueError("this RWKV checkpoint has no head.weight (saved without its LM head): no "
-                     "logits")
-  return (final_hidden.astype(head.dtype) @ head.T).astype(jnp.float32)
+  return layers.lm_logits(params, final_hidden, "head", tied=cfg.tie_word_embeddings)
+
+
+# what `rc_jax.pretrained.load` reads to recognise and find this architecture
+MODEL_TYPE = "rwkv"
+PREFIXES = ("rwkv.", "")
+PROBE_TENSOR = "embeddings.weight"
