@@ -22,7 +22,8 @@ from rc_jax.engine import sweep as engine_sweep
 from rc_jax.measurement import metrics
 from rc_jax.report import claims, collect, controls, suite, writer
 
-_PRESET = flags.DEFINE_enum("preset", "cpu", ["tiny", "cpu", "gpu", "paper"], "Size of every sweep.")
+_PRESET = flags.DEFINE_enum("preset", "cpu", ["tiny", "cpu", "gpu", "paper"],
+                            "Size of every sweep.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweeps and the report "
                                "(default: runs/report_<preset>).")
 _PUBLISH = flags.DEFINE_string("publish", None, "Also copy REPORT.md, figures/ and tables/ here.")

@@ -1,4 +1,4 @@
-"""rc_jax: routing collapse in JAX — pure routers, collapse metrics, vmapped sweeps, pretrained probes.
+"""rc_jax: routing collapse in JAX — routers, collapse metrics, vmapped sweeps, pretrained probes.
 
     from rc_jax import routers, metrics
     out, routing = routers.softmax_attention(q, k, v, brake=0.1)

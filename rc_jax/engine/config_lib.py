@@ -17,14 +17,14 @@ A config (`ml_collections.ConfigDict`) has these sections:
   sweep       seeds, brakes, learning_rates: the grid, flattened to one run axis
   execution   mode ("auto" | "vmap" | "map" | "sequential"), chunk (runs per vmapped group for
               "map"), memory_budget_gib (per-device budget for "auto"; 0 = the device's limit, or
-              8 GiB on CPU; see rc_jax.engine.memory_plan), svd_method (how the in-step effective ranks
-              get their singular values, `rc_jax.measurement.metrics.singular_values`: "svd" | "jacobi" (GPU)
-              | "gram64" (float64; needs jax_enable_x64): the same quantity to ~1e-7)
+              8 GiB on CPU; see rc_jax.engine.memory_plan), svd_method (how the in-step
+              effective ranks get their singular values, `metrics.singular_values`: "svd" |
+              "jacobi" (GPU) | "gram64" (float64; needs jax_enable_x64): the same quantity to ~1e-7)
   metrics     sink_eps, hub_factor, onset_metric, onset_threshold, onset_rise (the onset must also
-              be this far above the run's own step-0 value; `rc_jax.measurement.metrics.onset_step`),
+              be this far above the run's own step-0 value; `metrics.onset_step`),
               onset_layer_reduce
   checkpoint  max_to_keep (>= 2: the previous checkpoint is the fallback for a damaged latest one)
-  output      tensorboard (False: also write TensorBoard event files per run, `rc_jax.outputs.tensorboard`)
+  output      tensorboard (False: also write TensorBoard event files per run, `outputs.tensorboard`)
 
 `execution`, `checkpoint` and `output` never change the numbers beyond float32 rounding: a workdir
 resumes (or grows, see `rc_jax.engine.grid`) whatever their values.
