@@ -53,7 +53,7 @@ def get_config(arg: str = ""):
   #   collapse vs init only (the prior twin at brake 0 routes uniformly, the strongest
   #     rank-collapser there is, so "collapse beyond it" cannot be won by construction);
   #   stratification vs init, and vs the prior twin only for families whose prior keys are not
-  #     constant by construction (`constant_prior_keys`). A null whose keys are equal by
+  #     constant by construction (`constant_prior_keys`: the SSM, RWKV and AttnRes twins). A null whose keys are equal by
   #     construction (depth at init: RMS-normalised keys with unit gain) has CV ~0: the floor 0.2
   #     (about the norm CV of random Gaussian keys of head width 8, 1/sqrt(2 * 8) = 0.25) makes
   #     the effect an absolute CV increase, not a ratio of 1e3-1e6.
@@ -65,7 +65,9 @@ def get_config(arg: str = ""):
       stratification=dict(metric="key_norm_cv", direction=1, margin=0.25, relative=True,
                           floor=0.2, nulls=("init", "prior")),
   )
-  c.constant_prior_keys = ("ssm", "depth")
+  # prior twins whose key norms are equal by construction: the SSM's (Delta and B replaced by their
+  # sequence means), RWKV's (k = 0: every norm 0) and AttnRes' (RMS-normalised keys, unit gain)
+  c.constant_prior_keys = ("ssm", "rwkv", "depth")
   # Descriptive columns (outside every verdict): the shuffled-probe reading (input-specificity: a
   # shuffled probe keeps BOS / [CLS] in place, so it is no null for a sink), v1's shared_sources and
   # Gu et al.'s sink rate (share of (layer, head) whose source-0 importance exceeds 0.3).

@@ -175,6 +175,7 @@ class ClaimsTest(absltest.TestCase):
     self.assertEqual(set(by["attention", "collapse"]["per_null"]), {"init"})
     self.assertEqual(set(by["attention", "stratification"]["per_null"]), {"init", "prior"})
     self.assertEqual(set(by["ssm", "stratification"]["per_null"]), {"init"})   # equal prior keys
+    self.assertEqual(set(by["rwkv", "stratification"]["per_null"]), {"init"})  # k = 0
     self.assertEqual(set(by["depth", "stratification"]["per_null"]), {"init"})
     self.assertIn("shuffled", by["attention", "concentration"]["descriptive"])
 

@@ -34,7 +34,9 @@ def shuffled_null(config, result: sweep.SweepResult) -> dict[str, np.ndarray]:
   params = _flat_runs(result.state.params, n_runs)
   hparams = {"brake": np.array([r["brake"] for r in result.runs], np.float32),
              "learning_rate": np.array([r["learning_rate"] for r in result.runs], np.float32)}
-  measure = jax.jit(jax.vmap(lambda p, h: trainer.measure(p, h, shuffled=True)))
+  # one run at a time (lax.map): the vmapped measurement of 8 SSM runs deadlocked XLA:CPU
+  # (jaxlib 0.10.2, every thread idle) where the one-run program does not
+  measure = jax.jit(lambda p, h: jax.lax.map(lambda a: trainer.measure(*a, shuffled=True), (p, h)))
   return {name: np.asarray(value) for name, value in measure(params, hparams).items()}
 
 

@@ -163,10 +163,11 @@ CHANGES_AFTER_V1 = (
      "(attention-recall, rwkv, rwkv-recall) were artefacts."),
     ("Each component is compared with the nulls it can fairly be asked to beat: concentration "
      "with init and the prior twin; collapse with init only; stratification with init, and with "
-     "the prior twin only where its keys are not equal by construction (not ssm, depth).",
+     "the prior twin only where its keys are not equal by construction (not ssm, rwkv, depth).",
      "The prior twin at brake 0 routes uniformly, the strongest rank-collapser there is, so "
      "'collapse beyond it' cannot be won; the SSM's and AttnRes' prior keys are equal by "
-     "construction (CV 2e-7, 5e-6)."),
+     "construction (CV 2e-7, 5e-6 in v1), RWKV's are all 0 (k = 0). rwkv was added to this list "
+     "after v2's first report showed its floored effect against all-zero prior keys."),
     ("The shuffled probe is a descriptive column (input-specificity), in no verdict.",
      "A shuffled probe keeps BOS / [CLS] in place, so a positional sink survives it: v1 rejected "
      "MiniLM's textbook [CLS] sink (6.46 >= 5.93) and every trained sink by this rule."),
