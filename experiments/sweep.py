@@ -10,8 +10,9 @@ Routers (configs/ROUTER.py; the brake is -beta * distance in log-routing space):
   depth      AttnRes, learned residuals routing over earlier sublayers; distance = depth lag l - i
 
 Presets (after the colon, optionally followed by comma-separated variants, e.g. :cpu,prior; see
-VARIANTS in rc_jax/engine/config_lib.py): tiny (test sizes, 8 steps), cpu (the default, minutes on 2 CPU
-cores), paper (accelerator scale).
+VARIANTS in rc_jax/engine/config_lib.py): tiny (test sizes, 8 steps), cpu (the default, minutes
+on 2 CPU cores), gpu (the cpu model on 32x its tokens, for one accelerator), paper (accelerator
+scale).
 
 Execution modes (--config.execution.mode; the numbers agree to float32 rounding): auto (default:
 vmap when the device's runs fit its memory budget, else map with the largest group that fits; see
