@@ -11,6 +11,7 @@ import tempfile
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 
 from rc_jax.outputs import compare, tables
 
@@ -171,6 +172,7 @@ class CompareTest(absltest.TestCase):
     with self.assertRaisesRegex(compare.CompareError, "labels"):
       compare.load_sweeps([self.a, self.b], ["x"])
 
+  @pytest.mark.slow
   def test_launcher_end_to_end(self):
     out = os.path.join(tempfile.mkdtemp(dir=self._tmp.name), "cmp")
     result = _launch(f"--workdirs={self.a},{self.b}", f"--out={out}", "--labels=base,new")
@@ -186,6 +188,7 @@ class CompareTest(absltest.TestCase):
       with open(os.path.join(out, name), "rb") as f:
         self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
 
+  @pytest.mark.slow
   def test_launcher_missing_workdir_exits_2_with_one_line(self):
     missing = os.path.join(self._tmp.name, "missing")
     result = _launch(f"--workdirs={self.a},{missing}", f"--out={self._tmp.name}/o")

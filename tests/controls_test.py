@@ -2,6 +2,7 @@
 nulls, margins and calibrated thresholds (`configs/report.py`), in every family's routing shape."""
 
 from absl.testing import absltest, parameterized
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -19,15 +20,23 @@ def _causal_softmax(logits):
   return e / e.sum(-1, keepdims=True)
 
 
-def _read(weights, prior=None):
-  """The report's concentration statistic of `weights [..., T, T]` (causal)."""
+@jax.jit
+def _statistic(weights, prior):
   t = weights.shape[-1]
-  mask = jnp.asarray(np.tril(np.ones((t, t), bool)))
+  mask = jnp.tril(jnp.ones((t, t), bool))
   norms = jnp.ones(weights.shape[:-1])
-  routing = Routing(jnp.asarray(weights, jnp.float32), mask, norms)
-  prior = None if prior is None else Routing(jnp.asarray(np.broadcast_to(prior, weights.shape),
-                                                         jnp.float32), mask, norms)
-  return float(getattr(metrics, _CFG.concentration.metric)(routing, prior))
+  return getattr(metrics, _CFG.concentration.metric)(Routing(weights, mask, norms),
+                                                     Routing(prior, mask, norms))
+
+
+def _read(weights, prior=None):
+  """The report's concentration statistic of `weights [..., T, T]` (causal; prior: uniform)."""
+  weights = np.asarray(weights, np.float32)
+  if prior is None:
+    t = weights.shape[-1]
+    prior = np.tril(np.ones((t, t))) / np.arange(1, t + 1)[:, None]
+  return float(_statistic(weights, np.broadcast_to(np.asarray(prior, np.float32),
+                                                   weights.shape)))
 
 
 class BatteryTest(absltest.TestCase):

@@ -8,6 +8,7 @@ from absl.testing import absltest
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from rc_jax import routers
 from rc_jax.measurement import identity
@@ -39,6 +40,7 @@ class IdentityTest(absltest.TestCase):
     self.assertLessEqual(float(identity.weight_gap(q, equal)), 1e-6)
     self.assertGreater(float(identity.weight_gap(q, stratified)), 0.1)
 
+  @pytest.mark.slow
   def test_launcher_prints_both_gaps(self):
     result = subprocess.run([sys.executable, _LAUNCHER, "--dim=8"],
                             capture_output=True, text=True, check=True, timeout=120)

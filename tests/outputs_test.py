@@ -253,6 +253,7 @@ class ReadMetricsTest(absltest.TestCase):
           tables.read_metrics_csv(path)
 
 
+@pytest.mark.slow
 class LayeringTest(absltest.TestCase):
 
   def test_tables_do_not_import_figures(self):

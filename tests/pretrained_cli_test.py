@@ -148,6 +148,7 @@ class CliTest(absltest.TestCase):
                            "REPORT.md", "figures"], os.listdir(self.workdir))
     self.assertEqual([], [f for f in os.listdir(self.root) if ".tmp-" in f])
 
+  @pytest.mark.slow
   def test_training_revisions_write_the_signature_over_training(self):
     revisions = []
     for seed, step in enumerate((1000, 0, 8000)):   # given out of order

@@ -224,6 +224,7 @@ class _HFTestCase(parameterized.TestCase):
 
 
 @absltest.skipIf(transformers is None, _NEEDS_HF)
+@pytest.mark.slow
 class SSMRNNParityTest(_HFTestCase):
 
   @parameterized.named_parameters((name, name) for name in CASES)
@@ -365,6 +366,7 @@ class ArchitectureTest(absltest.TestCase):
                   vocab_size=8)
       self.assertEqual(expected, arch.Config.from_hf(hf, "test").num_heads)
 
+  @pytest.mark.slow
   def test_long_probe_runs_in_bounded_memory(self):
     t = 512
     model = _tiny_mamba()

@@ -6,6 +6,7 @@ import tempfile
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 
 from rc_jax.engine import config_lib, sweep
 from rc_jax.outputs import tensorboard
@@ -26,6 +27,7 @@ class RunNameTest(absltest.TestCase):
                      "seed=0/lr=0.00001/brake=0.25")
 
 
+@pytest.mark.slow
 class SweepEventsTest(absltest.TestCase):
   """A sweep interrupted after its first chunk, a stale file, then resumed."""
 
