@@ -75,16 +75,13 @@ class Layout:
       self.mask = np.tril(np.ones((t, t), bool))
       self.distance = np.subtract.outer(np.arange(t), np.arange(t)).astype(np.float64)
       self.leading = (_BATCH, n_heads)
-      self.heads = n_heads
     elif family == "graph":
       self.mask, self.distance = _graph_neighbourhoods()
       self.leading = (n_heads,)
-      self.heads = n_heads
     elif family == "depth":
       self.mask = np.ones((1, _DEPTH_SOURCES), bool)
       self.distance = (_DEPTH_SOURCES - np.arange(_DEPTH_SOURCES))[None].astype(np.float64)
       self.leading = (_BATCH, seq_len)
-      self.heads = 1
     else:
       raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
 
@@ -175,9 +172,9 @@ def _sink(base: np.ndarray, layout: Layout, mass: float, source: int) -> np.ndar
 def _in_one_head(layout: Layout, head: np.ndarray, others: np.ndarray) -> np.ndarray:
   """`[*leading, T, S]` with `head` in head 0 and `others` everywhere else (depth: `head` for
   every token, it has no heads)."""
-  out = np.broadcast_to(others, layout.shape).copy()
   if layout.family == "depth":
     return np.broadcast_to(head, layout.shape).copy()
+  out = np.broadcast_to(others, layout.shape).copy()
   out[..., 0, :, :] = head
   return out
 
@@ -248,20 +245,22 @@ def concentration_cases(layout: Layout) -> list[tuple[str, str, Draw]]:
   return cases
 
 
-@functools.lru_cache(maxsize=None)
-def _hub_excess_fn(shape: tuple[int, ...], mask_bytes: bytes):
+@functools.cache
+def _concentration_fn(metric: str, shape: tuple[int, ...], mask_bytes: bytes):
   mask = jnp.asarray(np.frombuffer(mask_bytes, bool).reshape(shape[-2:]))
 
   def one(weights, prior):
     norms = jnp.ones(weights.shape[:-2] + weights.shape[-1:], jnp.float32)
-    return metrics.hub_excess(Routing(weights, mask, norms), Routing(prior, mask, norms))
+    return getattr(metrics, metric)(Routing(weights, mask, norms), Routing(prior, mask, norms))
 
   return jax.jit(jax.vmap(one))
 
 
-def hub_excess_of(layout: Layout, weights: np.ndarray, priors: np.ndarray) -> np.ndarray:
-  """`hub_excess` of `[n, *layout.shape]` weights against their priors, `[n]`."""
-  fn = _hub_excess_fn(layout.shape, layout.mask.tobytes())
+def concentration_of(layout: Layout, weights: np.ndarray, priors: np.ndarray,
+                     metric: str = "hub_excess") -> np.ndarray:
+  """The concentration statistic `metric` (`rc_jax.measurement.metrics`, `(routing, prior)`) of
+  `[n, *layout.shape]` weights against their priors, `[n]`."""
+  fn = _concentration_fn(metric, layout.shape, layout.mask.tobytes())
   return np.asarray(fn(jnp.asarray(weights, jnp.float32), jnp.asarray(priors, jnp.float32)),
                     np.float64)
 
@@ -312,11 +311,12 @@ def concentration_rows(family: str, cfg) -> list[dict]:
   cases = concentration_cases(layout)
   tilt_w, tilt_p = _draws(lambda rng: (layout.tilt(rng), layout.prior()), controls.seeds,
                           offset=999)
-  init_null = hub_excess_of(layout, tilt_w, tilt_p)
+  metric = cfg.concentration.metric
+  init_null = concentration_of(layout, tilt_w, tilt_p, metric)
   rows, brake_series = [], []
   for index, (name, expected, draw) in enumerate(cases):
     weights, priors = _draws(draw, controls.seeds, offset=index)
-    values = hub_excess_of(layout, weights, priors)
+    values = concentration_of(layout, weights, priors, metric)
     verdict, text = _verdict(values, {"init": init_null, "prior": np.zeros_like(values)},
                              component, cfg)
     rows.append(_row(family, "concentration", name, expected, values, verdict, threshold, text))
@@ -339,7 +339,7 @@ def _representations(rng, shape, collapsed: bool) -> np.ndarray:
   return (rng.normal(size=shape[:-1] + (1,)) * direction + 0.1 * rng.normal(size=shape))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _effective_rank_fn():
   return jax.jit(jax.vmap(metrics.effective_rank))
 
@@ -374,7 +374,7 @@ def _planted_or_absent(family: str, label: str, measure: Callable, planted: str,
   return rows
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _key_norm_cv_fn(mask_bytes: bytes, shape: tuple[int, ...]):
   mask = jnp.asarray(np.frombuffer(mask_bytes, bool).reshape(shape))
 
@@ -436,7 +436,7 @@ def pretrained_control(path: str, cfg, *, name: str | None = None, expected: str
   pretrained experiment's own verdict rows (`rc_jax.pretrained.verdicts`) on the built-in probe
   text: the checkpoint against its random initialisation, paired over probe sequences."""
   # pretrained sits beside the report, not below it: imported only when a checkpoint is measured
-  from rc_jax import pretrained# pylint: disable=import-outside-toplevel
+  from rc_jax import pretrained  # pylint: disable=import-outside-toplevel
   from rc_jax.pretrained import experiment, probe, verdicts  # pylint: disable=import-outside-toplevel
   model = pretrained.load(path)
   result = experiment.measure_model(model, probe.PROBE_TEXT, max_tokens=max_tokens,
