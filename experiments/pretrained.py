@@ -8,12 +8,14 @@ Training revisions of one model (directories named ...step<N>): also the signatu
   python experiments/pretrained.py --checkpoints=/ckpt/pythia-160m/step0,/ckpt/pythia-160m/step1000
       --workdir=runs/pythia-160m-training
 
-Each directory needs config.json, *.safetensors and tokenizer.json (model_type gpt2, gpt_neox or
-bert). The probe text is rc_jax's built-in prose unless --text_file is given; it is cut into
-sequences of at most --max_tokens tokens (at most --max_sequences of them). Every collapse metric is
-measured per layer and head for the checkpoint and its null baselines (random init, shuffled
-tokens); see rc_jax/pretrained/experiment.py for the files written to --workdir. Outputs are written
-to a temporary directory and moved into --workdir only when the run succeeds.
+Each directory needs config.json, *.safetensors and tokenizer.json (model_type gpt2, gpt_neox,
+bert, mamba or rwkv). The probe text is rc_jax's built-in prose unless --text_file is given; it is
+cut into sequences of at most --max_tokens tokens (at most --max_sequences of them). Every collapse
+metric is measured per layer and head for the checkpoint and its null baselines (random init,
+shuffled tokens); see rc_jax/pretrained/experiment.py for the files written to --workdir. Outputs
+are written to a temporary directory and moved into --workdir only when the run succeeds. Large
+checkpoints: --dtype=bfloat16 halves the weights in memory, --stream keeps one layer's weights at a
+time (Pythia-2.8B: README, "Pretrained models").
 
 Bad flags or checkpoint directories print one error line and exit with status 2.
 """
@@ -47,6 +49,9 @@ _MAX_SEQUENCES = flags.DEFINE_integer("max_sequences", 16, "Maximum number of pr
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the random-init weights and the token shuffle.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16", "float16"],
                            "Dtype the weights are cast to and the forward computes in.")
+_STREAM = flags.DEFINE_bool("stream", False, "Read and run one layer at a time: only the "
+                            "embeddings and one layer's weights and routing in host memory (for "
+                            "checkpoints of billions of parameters; the numbers are the same).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
 _REPORT_CONFIG = flags.DEFINE_string("report_config", None, "The report config whose statistic, "
                                      "margins and thresholds the verdicts use (default: "
@@ -146,7 +151,7 @@ def main(argv) -> None:
     for path, name in zip(dirs, experiment.unique_names(dirs)):
       print(f"measuring {name} ({path})", flush=True)
       try:
-        model = pretrained.load(path, dtype=_DTYPE.value)
+        model = pretrained.load(path, dtype=_DTYPE.value, stream=_STREAM.value)
       except (ValueError, FileNotFoundError) as e:
         _fail(e)
       results.append(experiment.measure_model(
@@ -155,7 +160,7 @@ def main(argv) -> None:
       del model
     probe_info = {"source": source, "max_tokens": _MAX_TOKENS.value,
                   "max_sequences": _MAX_SEQUENCES.value, "seed": _SEED.value,
-                  "dtype": _DTYPE.value}
+                  "dtype": _DTYPE.value, "stream": _STREAM.value}
     steps = training.revision_steps(dirs)
     if steps:
       print(f"training revisions at steps {sorted(steps)}: writing the signature over training")

@@ -19,6 +19,7 @@ Needs the test extra (torch, transformers) for the parity classes; skipped witho
 """
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -34,7 +35,7 @@ import pytest
 import safetensors.numpy
 
 from rc_jax import pretrained
-from rc_jax.pretrained import loading
+from rc_jax.pretrained import layers, loading
 
 try:
   import torch
@@ -373,7 +374,8 @@ class ArchitectureTest(absltest.TestCase):
     cfg = model.config
     ids = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, (1, t)), jnp.int32)
     mask = jnp.ones((1, t), jnp.int32)
-    forward = jax.jit(pretrained.mamba.forward, static_argnames=("cfg",))
+    forward = jax.jit(functools.partial(layers.scan_forward, pretrained.mamba),
+                      static_argnames=("cfg",))
     compiled = forward.lower(model.params, ids, mask, cfg=cfg).compile()
     kernel_bytes = t * t * cfg.intermediate_size * cfg.state_size * 4   # the [T, T, C, N] kernel
     temp = compiled.memory_analysis().temp_size_in_bytes

@@ -1,6 +1,8 @@
 """Collapse metrics of a pretrained model on a token batch, per layer and head.
 
-`measure(model, batch)` runs one forward and reduces it with `rc_jax.measurement.metrics`:
+`measure(model, batch)` runs the forward layer by layer (`PretrainedModel.layers`; one layer's
+weights and routing at a time for a streamed model) and reduces it with
+`rc_jax.measurement.metrics`:
 
   routing metrics (per layer x head): each metric with `reduce=False` on the layer's routing gives
     one value per (sequence, head); the value reported is the mean over sequences (NaN-aware). So a
@@ -14,7 +16,7 @@
     head is enough), `key_norm_cv` the mean over heads, `sink_rate` Gu et al.'s share of heads
     with `alpha_0 > 0.3`, `effective_rank` the hidden-state metric.
   `hub_excess` reads each routing against its layer's positional prior when the forward returns
-  one (`ForwardOutput.priors`: the SSM and RWKV decays), else against the uniform routing (the
+  one (`LayerOutput.prior`: the SSM and RWKV decays), else against the uniform routing (the
   prior of attention without a brake).
 
 `tidy_rows` flattens a `Measurement` into `(model, layer, head, metric, value, baseline)` rows, with
@@ -124,15 +126,14 @@ def measure(model, batch: Batch, baseline: str = "none", label: str | None = Non
 
   `label` names the model in the measurement (default: `model.name`).
   """
-  out = model.forward(batch.token_ids, batch.attention_mask)
   lengths = batch.attention_mask.sum(axis=1)
   per_head = {name: [] for name in ROUTING_METRICS}
   per_layer = {name: [] for name in HIDDEN_METRICS}
   per_sequence = {name: [] for name in SEQUENCE_METRICS}
   norms, masses, layer_of, source_of = [], [], [], []
-  priors = getattr(out, "priors", ()) or (None,) * len(out.routings)
-  for layer, (routing, prior) in enumerate(zip(out.routings, priors)):
-    values = jax.device_get(_routing_metrics(routing, prior))
+  for layer, out in enumerate(model.layers(batch.token_ids, batch.attention_mask)):
+    routing, hidden = out.routing, out.hidden
+    values = jax.device_get(_routing_metrics(routing, out.prior))
     for name in ROUTING_METRICS:
       per_head[name].append(_nanmean(values[name], axis=0))
     per_sequence["hub_excess"].append(np.nanmax(values["hub_excess"], axis=1))
@@ -143,7 +144,6 @@ def measure(model, batch: Batch, baseline: str = "none", label: str | None = Non
     masses.append(values["_received_mass"][usable])
     layer_of.append(np.full(int(usable.sum()), layer, np.int32))
     source_of.append(np.nonzero(usable)[-1].astype(np.int32))
-    hidden = out.hidden_states[layer + 1]
     rows = [jax.device_get(_hidden_metrics(hidden[b, :n])) if n else None
             for b, n in enumerate(lengths)]
     for name in HIDDEN_METRICS:

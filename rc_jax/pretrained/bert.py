@@ -20,7 +20,7 @@ import jax
 
 from rc_jax.pretrained import layers
 from rc_jax.routers.attention import merge_heads, split_heads
-from rc_jax.pretrained.loading import LAYERS, ArchitectureConfig, TensorSpec, config_value
+from rc_jax.pretrained.loading import ArchitectureConfig, TensorSpec, config_value
 from rc_jax.pretrained.loading import common_fields, dense_specs, norm_specs, per_layer_specs
 from rc_jax.pretrained.loading import width_and_heads
 
@@ -68,30 +68,38 @@ def tensor_specs(cfg: Config) -> list[TensorSpec]:
   ]
 
 
-def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
-            cfg: Config) -> layers.ForwardOutput:
-  """BERT forward. `token_ids`, `token_mask` (1 = real token): `[B, T]`; positions `0..T-1`."""
-  t = token_ids.shape[1]
+def embed(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
+          cfg: Config) -> tuple[jax.Array, jax.Array]:
+  """`(carry, embeddings)`: both `LN(word[x] + token_type[0] + position[pos])`, `[B, T, D]`."""
+  del token_mask
+  e = (params["word"][token_ids] + params["token_type"][0]
+       + params["position"][:token_ids.shape[1]][None])
+  h = layers.layer_norm(e, params["embed_ln_scale"], params["embed_ln_bias"], cfg.layer_norm_eps)
+  return h, h
+
+
+def block(h: jax.Array, p: dict[str, jax.Array], index: jax.Array, token_mask: jax.Array,
+          cfg: Config) -> tuple[jax.Array, layers.LayerOutput]:
+  """One encoder layer of `h [B, T, D]` with its params `p` (the same for every `index`)."""
+  del index
   eps = cfg.layer_norm_eps
-  e = params["word"][token_ids] + params["token_type"][0] + params["position"][:t][None]
-  h = layers.layer_norm(e, params["embed_ln_scale"], params["embed_ln_bias"], eps)
   head_dim = cfg.hidden_size // cfg.num_heads
   act = layers.ACTIVATIONS[cfg.activation]
+  q, k, v = (split_heads(layers.dense(h, p[f"{n}_kernel"], p[f"{n}_bias"]), cfg.num_heads)
+             for n in "qkv")
+  o, routing = layers.attention(q, k, v, token_mask, causal=False, scale=head_dim**-0.5)
+  a = layers.dense(merge_heads(o), p["attn_out_kernel"], p["attn_out_bias"])
+  h = layers.layer_norm(h + a, p["attn_ln_scale"], p["attn_ln_bias"], eps)
+  m = layers.dense(act(layers.dense(h, p["fc_kernel"], p["fc_bias"])), p["proj_kernel"],
+                   p["proj_bias"])
+  h = layers.layer_norm(h + m, p["out_ln_scale"], p["out_ln_bias"], eps)
+  return h, layers.LayerOutput(hidden=h, routing=routing)
 
-  def block(h, p):
-    q, k, v = (split_heads(layers.dense(h, p[f"{n}_kernel"], p[f"{n}_bias"]), cfg.num_heads)
-               for n in "qkv")
-    o, routing = layers.attention(q, k, v, token_mask, causal=False, scale=head_dim**-0.5)
-    a = layers.dense(merge_heads(o), p["attn_out_kernel"], p["attn_out_bias"])
-    h = layers.layer_norm(h + a, p["attn_ln_scale"], p["attn_ln_bias"], eps)
-    m = layers.dense(act(layers.dense(h, p["fc_kernel"], p["fc_bias"])), p["proj_kernel"],
-                     p["proj_bias"])
-    h = layers.layer_norm(h + m, p["out_ln_scale"], p["out_ln_bias"], eps)
-    return h, (h, routing.weights, routing.key_norms)
 
-  h_last, (hidden, weights, key_norms) = jax.lax.scan(block, h, params[LAYERS])
-  return layers.stack_outputs(h, hidden, h_last, weights,
-                              layers.routing_mask(token_mask, causal=False), key_norms)
+def final(params: dict[str, Any], h: jax.Array, cfg: Config) -> jax.Array:
+  """BERT has no final norm: the last layer's output."""
+  del params, cfg
+  return h
 
 
 # what `rc_jax.pretrained.load` reads to recognise and find this architecture

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from rc_jax.pretrained import layers
 from rc_jax.routers.attention import merge_heads, split_heads
-from rc_jax.pretrained.loading import LAYERS, ArchitectureConfig, TensorSpec, config_value
+from rc_jax.pretrained.loading import ArchitectureConfig, TensorSpec, config_value
 from rc_jax.pretrained.loading import common_fields, dense_specs, norm_specs, per_layer_specs
 from rc_jax.pretrained.loading import width_and_heads
 
@@ -63,34 +63,36 @@ def tensor_specs(cfg: Config) -> list[TensorSpec]:
           *norm_specs(TensorSpec, "ln_f", "ln_f", d)]
 
 
-def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
-            cfg: Config) -> layers.ForwardOutput:
-  """GPT-2 forward. `token_ids`, `token_mask` (1 = real token): `[B, T]`; positions `0..T-1`."""
-  t = token_ids.shape[1]
-  h = params["wte"][token_ids] + params["wpe"][:t][None]
+def embed(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
+          cfg: Config) -> tuple[jax.Array, jax.Array]:
+  """`(carry, embeddings)`: both `wte[x] + wpe[pos]`, `[B, T, D]`; positions `0..T-1`."""
+  del token_mask, cfg
+  h = params["wte"][token_ids] + params["wpe"][:token_ids.shape[1]][None]
+  return h, h
+
+
+def block(h: jax.Array, p: dict[str, jax.Array], index: jax.Array, token_mask: jax.Array,
+          cfg: Config) -> tuple[jax.Array, layers.LayerOutput]:
+  """Layer `index` (int32 scalar) of `h [B, T, D]` with its params `p`."""
   head_dim = cfg.hidden_size // cfg.num_heads
   act = layers.ACTIVATIONS[cfg.activation]
+  scale = head_dim**-0.5 if cfg.scale_attn_weights else 1.0
+  if cfg.scale_attn_by_inverse_layer_idx:
+    scale = scale / (index + 1).astype(jnp.float32)
+  a = layers.layer_norm(h, p["ln_1_scale"], p["ln_1_bias"], cfg.layer_norm_eps)
+  q, k, v = jnp.split(layers.dense(a, p["qkv_kernel"], p["qkv_bias"]), 3, axis=-1)
+  q, k, v = (split_heads(z, cfg.num_heads) for z in (q, k, v))
+  o, routing = layers.attention(q, k, v, token_mask, causal=True, scale=scale)
+  h = h + layers.dense(merge_heads(o), p["out_kernel"], p["out_bias"])
+  m = layers.layer_norm(h, p["ln_2_scale"], p["ln_2_bias"], cfg.layer_norm_eps)
+  h = h + layers.dense(act(layers.dense(m, p["fc_kernel"], p["fc_bias"])), p["proj_kernel"],
+                       p["proj_bias"])
+  return h, layers.LayerOutput(hidden=h, routing=routing)
 
-  def block(h, inputs):
-    p, index = inputs
-    scale = head_dim**-0.5 if cfg.scale_attn_weights else 1.0
-    if cfg.scale_attn_by_inverse_layer_idx:
-      scale = scale / (index + 1).astype(jnp.float32)
-    a = layers.layer_norm(h, p["ln_1_scale"], p["ln_1_bias"], cfg.layer_norm_eps)
-    q, k, v = jnp.split(layers.dense(a, p["qkv_kernel"], p["qkv_bias"]), 3, axis=-1)
-    q, k, v = (split_heads(z, cfg.num_heads) for z in (q, k, v))
-    o, routing = layers.attention(q, k, v, token_mask, causal=True, scale=scale)
-    h = h + layers.dense(merge_heads(o), p["out_kernel"], p["out_bias"])
-    m = layers.layer_norm(h, p["ln_2_scale"], p["ln_2_bias"], cfg.layer_norm_eps)
-    h = h + layers.dense(act(layers.dense(m, p["fc_kernel"], p["fc_bias"])), p["proj_kernel"],
-                         p["proj_bias"])
-    return h, (h, routing.weights, routing.key_norms)
 
-  h_last, (hidden, weights, key_norms) = jax.lax.scan(
-      block, h, (params[LAYERS], jnp.arange(cfg.num_layers)))
-  final = layers.layer_norm(h_last, params["ln_f_scale"], params["ln_f_bias"], cfg.layer_norm_eps)
-  return layers.stack_outputs(h, hidden, final, weights,
-                              layers.routing_mask(token_mask, causal=True), key_norms)
+def final(params: dict[str, Any], h: jax.Array, cfg: Config) -> jax.Array:
+  """`ln_f` of the last layer's output."""
+  return layers.layer_norm(h, params["ln_f_scale"], params["ln_f_bias"], cfg.layer_norm_eps)
 
 
 # what `rc_jax.pretrained.load` reads to recognise and find this architecture

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from rc_jax.pretrained import layers
 from rc_jax.routers.attention import merge_heads
-from rc_jax.pretrained.loading import LAYERS, ArchitectureConfig, TensorSpec, config_value
+from rc_jax.pretrained.loading import ArchitectureConfig, TensorSpec, config_value
 from rc_jax.pretrained.loading import common_fields, dense_specs, norm_specs, per_layer_specs
 from rc_jax.pretrained.loading import width_and_heads
 from rc_jax.routers.scores import apply_rope
@@ -79,11 +79,20 @@ def tensor_specs(cfg: Config) -> list[TensorSpec]:
           *norm_specs(TensorSpec, "final_ln", "final_layer_norm", d)]
 
 
-def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
-            cfg: Config) -> layers.ForwardOutput:
-  """GPT-NeoX forward. `token_ids`, `token_mask` (1 = real token): `[B, T]`; positions `0..T-1`."""
-  b, t = token_ids.shape
+def embed(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
+          cfg: Config) -> tuple[jax.Array, jax.Array]:
+  """`(carry, embeddings)`: both `embed_in[x]`, `[B, T, D]`."""
+  del token_mask, cfg
   h = params["embed_in"][token_ids]
+  return h, h
+
+
+def block(h: jax.Array, p: dict[str, jax.Array], index: jax.Array, token_mask: jax.Array,
+          cfg: Config) -> tuple[jax.Array, layers.LayerOutput]:
+  """One layer of `h [B, T, D]` with its params `p` (the same for every `index`); positions
+  `0..T-1`."""
+  del index
+  b, t = token_mask.shape
   head_dim = cfg.hidden_size // cfg.num_heads
   act = layers.ACTIVATIONS[cfg.activation]
   positions = jnp.arange(t)
@@ -93,31 +102,30 @@ def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
       return x
     return apply_rope(x, positions, base=cfg.rotary_base, rotary_dim=cfg.rotary_dim)
 
-  def mlp(x, p):
+  def mlp(x):
     return layers.dense(act(layers.dense(x, p["fc_kernel"], p["fc_bias"])), p["proj_kernel"],
                         p["proj_bias"])
 
-  def block(h, p):
-    a = layers.layer_norm(h, p["input_ln_scale"], p["input_ln_bias"], cfg.layer_norm_eps)
-    qkv = layers.dense(a, p["qkv_kernel"], p.get("qkv_bias"))
-    qkv = qkv.reshape(b, t, cfg.num_heads, 3, head_dim).transpose(3, 0, 2, 1, 4)
-    q, k, v = rotate(qkv[0]), rotate(qkv[1]), qkv[2]
-    o, routing = layers.attention(q, k, v, token_mask, causal=True, scale=head_dim**-0.5)
-    attn_out = layers.dense(merge_heads(o), p["out_kernel"], p.get("out_bias"))
-    if cfg.use_parallel_residual:
-      post = layers.layer_norm(h, p["post_ln_scale"], p["post_ln_bias"], cfg.layer_norm_eps)
-      h = h + attn_out + mlp(post, p)
-    else:
-      h = h + attn_out
-      post = layers.layer_norm(h, p["post_ln_scale"], p["post_ln_bias"], cfg.layer_norm_eps)
-      h = h + mlp(post, p)
-    return h, (h, routing.weights, routing.key_norms)
+  a = layers.layer_norm(h, p["input_ln_scale"], p["input_ln_bias"], cfg.layer_norm_eps)
+  qkv = layers.dense(a, p["qkv_kernel"], p.get("qkv_bias"))
+  qkv = qkv.reshape(b, t, cfg.num_heads, 3, head_dim).transpose(3, 0, 2, 1, 4)
+  q, k, v = rotate(qkv[0]), rotate(qkv[1]), qkv[2]
+  o, routing = layers.attention(q, k, v, token_mask, causal=True, scale=head_dim**-0.5)
+  attn_out = layers.dense(merge_heads(o), p["out_kernel"], p.get("out_bias"))
+  if cfg.use_parallel_residual:
+    post = layers.layer_norm(h, p["post_ln_scale"], p["post_ln_bias"], cfg.layer_norm_eps)
+    h = h + attn_out + mlp(post)
+  else:
+    h = h + attn_out
+    post = layers.layer_norm(h, p["post_ln_scale"], p["post_ln_bias"], cfg.layer_norm_eps)
+    h = h + mlp(post)
+  return h, layers.LayerOutput(hidden=h, routing=routing)
 
-  h_last, (hidden, weights, key_norms) = jax.lax.scan(block, h, params[LAYERS])
-  final = layers.layer_norm(h_last, params["final_ln_scale"], params["final_ln_bias"],
-                            cfg.layer_norm_eps)
-  return layers.stack_outputs(h, hidden, final, weights,
-                              layers.routing_mask(token_mask, causal=True), key_norms)
+
+def final(params: dict[str, Any], h: jax.Array, cfg: Config) -> jax.Array:
+  """`final_layer_norm` of the last layer's output."""
+  return layers.layer_norm(h, params["final_ln_scale"], params["final_ln_bias"],
+                           cfg.layer_norm_eps)
 
 
 # what `rc_jax.pretrained.load` reads to recognise and find this architecture

@@ -120,20 +120,48 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, token_mask: jax.Array, c
                                       key_norms=routing.key_norms)
 
 
-def stack_outputs(embeddings: jax.Array, layer_hidden: jax.Array, last_hidden: jax.Array,
-                  weights: jax.Array, routing_mask: jax.Array,
-                  key_norms: jax.Array) -> ForwardOutput:
-  """Assembles a `ForwardOutput` from per-layer arrays stacked on a leading `[L]` axis.
+@flax.struct.dataclass
+class LayerOutput:
+  """What one layer's block returns beside its carry.
 
-  `layer_hidden [L, B, T, D]` are the raw layer outputs; the last one is replaced by `last_hidden`
-  (the final-normed output, Hugging Face's convention).
+  Attributes:
+    hidden: `[B, T, D]` the layer's output (for the last layer, before the final norm).
+    routing: the layer's `Routing` (module docstring).
+    prior: the layer's positional-prior `Routing` (`ForwardOutput.priors`), or None (attention).
   """
-  n_layers = weights.shape[0]
-  hidden = (embeddings,) + tuple(layer_hidden[i] for i in range(n_layers - 1)) + (last_hidden,)
-  routings = tuple(
-      Routing(weights=weights[i], mask=routing_mask, key_norms=key_norms[i])
-      for i in range(n_layers))
-  return ForwardOutput(routings=routings, hidden_states=hidden)
+
+  hidden: jax.Array
+  routing: Routing
+  prior: Routing | None = None
+
+
+def scan_forward(arch, params: dict, token_ids: jax.Array, token_mask: jax.Array,
+                 cfg) -> ForwardOutput:
+  """The whole forward of architecture module `arch` over params with every layer in memory:
+  `arch.embed`, `arch.block` scanned over the `[L]`-stacked `params["layers"]`, `arch.final`.
+
+  Each architecture module defines
+
+    embed(params, token_ids, token_mask, cfg) -> (carry, embeddings [B, T, D])
+    block(carry, layer_params, index, token_mask, cfg) -> (carry, LayerOutput)   index: int32 []
+    final(params, carry, cfg) -> the last layer's final-normed output [B, T, D]
+
+  so that `rc_jax.pretrained.streaming` can run the same blocks one layer at a time.
+  """
+  carry, embeddings = arch.embed(params, token_ids, token_mask, cfg)
+
+  def step(carry, inputs):
+    layer_params, index = inputs
+    return arch.block(carry, layer_params, index, token_mask, cfg)
+
+  carry, stacked = jax.lax.scan(step, carry,
+                                (params["layers"], jnp.arange(cfg.num_layers, dtype=jnp.int32)))
+  final = arch.final(params, carry, cfg)
+  outputs = [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(cfg.num_layers)]
+  hidden = (embeddings,) + tuple(out.hidden for out in outputs[:-1]) + (final,)
+  priors = tuple(out.prior for out in outputs) if outputs[0].prior is not None else ()
+  return ForwardOutput(routings=tuple(out.routing for out in outputs), hidden_states=hidden,
+                       priors=priors)
 
 
 def lm_logits(params: dict, final_hidden: jax.Array, head: str, *, tied: bool) -> jax.Array:

@@ -287,11 +287,10 @@ def _resolve_alias(spec: TensorSpec, reader: CheckpointReader, prefix: str,
   return spec
 
 
-def read_params(reader: CheckpointReader, specs: Iterable[TensorSpec], n_layers: int,
-                prefix: str, dtype: Any) -> dict[str, Any]:
-  """Validates every tensor's presence and shape, then reads and casts them into the pytree.
-
-  Optional specs the checkpoint lacks (all of their names) are skipped."""
+def resolve_specs(reader: CheckpointReader, specs: Iterable[TensorSpec], n_layers: int,
+                  prefix: str) -> tuple[TensorSpec, ...]:
+  """The specs under the names the checkpoint stores them (aliases resolved), without optional
+  ones it lacks (all of their names); every tensor's presence and shape checked (metadata only)."""
   specs = tuple(_resolve_alias(spec, reader, prefix, n_layers) for spec in specs)
   specs = tuple(spec for spec in specs
                 if not (spec.optional and not any(name in reader for name in
@@ -303,18 +302,41 @@ def read_params(reader: CheckpointReader, specs: Iterable[TensorSpec], n_layers:
       if reader.shape(name) != spec.hf_shape:
         raise ValueError(f"{reader.path}: tensor {name!r} has shape {reader.shape(name)}, expected "
                          f"{spec.hf_shape} from {CONFIG_FILE}")
-  params: dict[str, Any] = {LAYERS: {}}
+  return specs
+
+
+def _read_checked(reader: CheckpointReader, names: list[str], spec: TensorSpec,
+                  dtype: Any) -> list[jax.Array]:
+  tensors = reader.read(names)
+  for name in names:
+    check_values(reader.path, name, tensors[name])
+  return [_cast(tensors.pop(name), spec, dtype) for name in names]
+
+
+def read_params(reader: CheckpointReader, specs: tuple[TensorSpec, ...], n_layers: int,
+                prefix: str, dtype: Any, *, layers_too: bool = True) -> dict[str, Any]:
+  """Reads, checks and casts `resolve_specs`'d tensors into the pytree (one tensor name at a time
+  across the layers, stacked). `layers_too=False`: only the top-level tensors (for `read_layer`)."""
+  params: dict[str, Any] = {LAYERS: {}} if layers_too else {}
   for spec in specs:
-    names = _hf_names(spec, prefix, n_layers)
-    tensors = reader.read(names)
-    for name in names:
-      check_values(reader.path, name, tensors[name])
-    values = [_cast(tensors[name], spec, dtype) for name in names]
+    if spec.per_layer and not layers_too:
+      continue
+    values = _read_checked(reader, _hf_names(spec, prefix, n_layers), spec, dtype)
     if spec.per_layer:
       params[LAYERS][spec.name] = jnp.stack(values)
     else:
       params[spec.name] = values[0]
   return params
+
+
+def read_layer(reader: CheckpointReader, specs: tuple[TensorSpec, ...], index: int, prefix: str,
+               dtype: Any) -> dict[str, jax.Array]:
+  """Layer `index`'s tensors of `resolve_specs`'d `specs`, read, checked and cast:
+  `read_params(...)["layers"][name][index]` for each per-layer name."""
+  prefix_of = lambda spec: prefix if spec.prefixed else ""
+  return {spec.name: _read_checked(reader, [prefix_of(spec) + spec.hf_name.format(i=index)], spec,
+                                   dtype)[0]
+          for spec in specs if spec.per_layer}
 
 
 def check_values(path: str, name: str, x: np.ndarray | jax.Array) -> None:
@@ -340,31 +362,53 @@ def _cast(x: jax.Array, spec: TensorSpec, dtype: Any) -> jax.Array:
   return x.T if spec.transpose else x
 
 
+def _init_value(spec: TensorSpec, key: jax.Array, n_layers: int, std: float, dtype: Any,
+                index: int | None) -> jax.Array:
+  """`spec`'s random value: the whole tensor, or layer `index` of a per-layer one.
+
+  A per-layer "normal" tensor draws layer i from `fold_in(key, i)`, so layer i is the same value
+  whether drawn alone (streaming) or with the others; a callable `init` draws the stacked
+  `[n_layers, ...]` tensor (small vectors: decays, mixes) and layer `index` is sliced from it."""
+  if callable(spec.init):
+    shape = ((n_layers,) if spec.per_layer else ()) + spec.shape
+    value = jnp.asarray(spec.init(key, shape), jnp.float32)
+    if value.shape != shape:
+      raise ValueError(f"init of {spec.name!r} returned shape {value.shape}, expected {shape}")
+    return (value if index is None else value[index]).astype(dtype)
+  if spec.per_layer and index is None:
+    return jnp.stack([_init_value(spec, key, n_layers, std, dtype, i) for i in range(n_layers)])
+  if spec.init == "normal":
+    layer_key = jax.random.fold_in(key, index) if spec.per_layer else key
+    return (std * jax.random.normal(layer_key, spec.shape, jnp.float32)).astype(dtype)
+  return (jnp.zeros if spec.init == "zeros" else jnp.ones)(spec.shape, dtype)
+
+
+def _spec_keys(key: jax.Array, specs: tuple[TensorSpec, ...]) -> list[tuple[TensorSpec, jax.Array]]:
+  return list(zip(specs, jax.random.split(key, len(specs))))
+
+
 def init_params(key: jax.Array, specs: Iterable[TensorSpec], n_layers: int, std: float,
-                dtype: Any) -> dict[str, Any]:
+                dtype: Any, *, layers_too: bool = True) -> dict[str, Any]:
   """Random parameters with the pytree structure `read_params` builds (the null baseline).
 
   "normal" tensors are N(0, std^2) (Hugging Face's `initializer_range`), "zeros" biases and
   "ones" norm scales as at initialisation; a callable `init` draws the tensor itself (see
-  `TensorSpec`).
+  `TensorSpec`). `layers_too=False`: only the top-level tensors (for `init_layer`).
   """
-  specs = tuple(specs)
-  params: dict[str, Any] = {LAYERS: {}}
-  for spec, spec_key in zip(specs, jax.random.split(key, len(specs))):
-    shape = ((n_layers,) if spec.per_layer else ()) + spec.shape
-    if callable(spec.init):
-      value = jnp.asarray(spec.init(spec_key, shape), jnp.float32)
-      if value.shape != shape:
-        raise ValueError(f"init of {spec.name!r} returned shape {value.shape}, expected {shape}")
-    elif spec.init == "normal":
-      value = std * jax.random.normal(spec_key, shape, jnp.float32)
-    elif spec.init == "zeros":
-      value = jnp.zeros(shape, jnp.float32)
-    else:
-      value = jnp.ones(shape, jnp.float32)
+  params: dict[str, Any] = {LAYERS: {}} if layers_too else {}
+  for spec, spec_key in _spec_keys(key, tuple(specs)):
+    if spec.per_layer and not layers_too:
+      continue
     target = params[LAYERS] if spec.per_layer else params
-    target[spec.name] = value.astype(dtype)
+    target[spec.name] = _init_value(spec, spec_key, n_layers, std, dtype, None)
   return params
+
+
+def init_layer(key: jax.Array, specs: Iterable[TensorSpec], n_layers: int, index: int,
+               std: float, dtype: Any) -> dict[str, jax.Array]:
+  """Layer `index` of `init_params(key, specs, ...)["layers"]`, drawn alone."""
+  return {spec.name: _init_value(spec, spec_key, n_layers, std, dtype, index)
+          for spec, spec_key in _spec_keys(key, tuple(specs)) if spec.per_layer}
 
 
 def read_tokenizer(path: str):

@@ -52,7 +52,7 @@ import jax.numpy as jnp
 
 from rc_jax import routers
 from rc_jax.pretrained import layers
-from rc_jax.pretrained.loading import LAYERS, ArchitectureConfig, TensorSpec, config_value
+from rc_jax.pretrained.loading import ArchitectureConfig, TensorSpec, config_value
 from rc_jax.pretrained.loading import common_fields, per_layer_specs
 from rc_jax.routers.routing import Routing, row_normalise
 
@@ -209,47 +209,49 @@ def _discretise(u: jax.Array, ssm: dict[str, jax.Array]) -> tuple[jax.Array, ...
   return delta, u32 @ p["b_proj"], u32 @ p["c_proj"]
 
 
-def _masked(routing: Routing, full_mask: jax.Array) -> tuple[jax.Array, ...]:
-  """`(weights, row_mass, key_norms)` of an SSM routing restricted to real targets and sources."""
+def _masked(routing: Routing, full_mask: jax.Array) -> Routing:
+  """An SSM routing restricted to real targets and sources: renormalised weights, the kept
+  `row_mass`, key norms broadcast per target; mask `full_mask [B, 1, T, T]`."""
   magnitudes = jnp.where(full_mask, routing.weights * routing.row_mass[..., None], 0.0)
-  return (row_normalise(magnitudes, full_mask), jnp.sum(magnitudes, axis=-1),
-          jnp.broadcast_to(routing.key_norms, routing.row_mass.shape))
+  return Routing(weights=row_normalise(magnitudes, full_mask), mask=full_mask,
+                 key_norms=jnp.broadcast_to(routing.key_norms, routing.row_mass.shape),
+                 row_mass=jnp.sum(magnitudes, axis=-1))
 
 
-def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
-            cfg: Config) -> layers.ForwardOutput:
-  """Mamba forward. `token_ids`, `token_mask` (1 = real token): `[B, T]`."""
-  dtype = params["embeddings"].dtype
+def embed(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
+          cfg: Config) -> tuple[jax.Array, jax.Array]:
+  """`(carry, embeddings [B, T, D])`: the carry is the residual stream, float32 with
+  `residual_in_fp32`."""
+  del token_mask
   embeddings = params["embeddings"][token_ids]
+  return (embeddings.astype(jnp.float32) if cfg.residual_in_fp32 else embeddings), embeddings
+
+
+def block(h: jax.Array, p: dict[str, jax.Array], index: jax.Array, token_mask: jax.Array,
+          cfg: Config) -> tuple[jax.Array, layers.LayerOutput]:
+  """One Mamba layer of the residual stream `h [B, T, D]` with its params `p` (the same for every
+  `index`): norm, in-projection, causal conv, selective scan, gate, out-projection."""
+  del index
+  dtype = p["in_kernel"].dtype
   real = token_mask.astype(dtype)[..., None]
   full_mask = layers.routing_mask(token_mask, causal=True)
   act = layers.ACTIVATIONS[cfg.activation]
+  x = rms_norm(h.astype(dtype), p["norm_scale"], cfg.layer_norm_eps) * real
+  u, z = jnp.split(layers.dense(x, p["in_kernel"], p.get("in_bias")), 2, axis=-1)
+  u = act(_causal_conv(u, p["conv_kernel"], p.get("conv_bias"))) * real
+  ssm = _ssm_params(p, cfg)
+  y, routing = routers.selective_ssm(u, ssm, n_heads=cfg.num_heads)
+  y = y.astype(jnp.float32) * jax.nn.silu(z.astype(jnp.float32))
+  h = h + layers.dense(y.astype(dtype), p["out_kernel"], p.get("out_bias"))
+  prior = _prior(u, ssm, token_mask, cfg.num_heads)
+  return h, layers.LayerOutput(hidden=h.astype(dtype), routing=_masked(routing, full_mask),
+                               prior=_masked(prior, full_mask))
 
-  def block(h, p):
-    x = rms_norm(h.astype(dtype), p["norm_scale"], cfg.layer_norm_eps) * real
-    u, z = jnp.split(layers.dense(x, p["in_kernel"], p.get("in_bias")), 2, axis=-1)
-    u = act(_causal_conv(u, p["conv_kernel"], p.get("conv_bias"))) * real
-    ssm = _ssm_params(p, cfg)
-    y, routing = routers.selective_ssm(u, ssm, n_heads=cfg.num_heads)
-    y = y.astype(jnp.float32) * jax.nn.silu(z.astype(jnp.float32))
-    h = h + layers.dense(y.astype(dtype), p["out_kernel"], p.get("out_bias"))
-    prior = _prior(u, ssm, token_mask, cfg.num_heads)
-    return h, (h.astype(dtype), _masked(routing, full_mask), _masked(prior, full_mask))
 
-  carry = embeddings.astype(jnp.float32) if cfg.residual_in_fp32 else embeddings
-  h_last, (hidden, routed, prior) = jax.lax.scan(block, carry, params[LAYERS])
-  # on the (float32 with residual_in_fp32) residual stream, as Hugging Face's norm_f
-  final = rms_norm(h_last, params["norm_f_scale"], cfg.layer_norm_eps).astype(dtype)
-  n = cfg.num_layers
-
-  def routings(stacked):
-    weights, row_mass, key_norms = stacked
-    return tuple(Routing(weights=weights[i], mask=full_mask, key_norms=key_norms[i],
-                         row_mass=row_mass[i]) for i in range(n))
-
-  states = (embeddings,) + tuple(hidden[i] for i in range(n - 1)) + (final,)
-  return layers.ForwardOutput(routings=routings(routed), hidden_states=states,
-                              priors=routings(prior))
+def final(params: dict[str, Any], h: jax.Array, cfg: Config) -> jax.Array:
+  """`norm_f` on the (float32 with `residual_in_fp32`) residual stream, as Hugging Face's."""
+  return rms_norm(h, params["norm_f_scale"], cfg.layer_norm_eps).astype(
+      params["embeddings"].dtype)
 
 
 def logits(params: dict[str, Any], final_hidden: jax.Array, cfg: Config) -> jax.Array:

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 from rc_jax import routers
 from rc_jax.models.mixers import rwkv_init
 from rc_jax.pretrained import layers
-from rc_jax.pretrained.loading import LAYERS, ArchitectureConfig, TensorSpec, config_value
+from rc_jax.pretrained.loading import ArchitectureConfig, TensorSpec, config_value
 from rc_jax.pretrained.loading import common_fields, per_layer_specs
 from rc_jax.pretrained.mamba import default_num_heads
 from rc_jax.routers.routing import Routing, row_normalise
@@ -165,50 +165,50 @@ def _time_mixing(r, k, v, w, u, n_heads: int):
   return out, jnp.moveaxis(weights, 0, 1), jnp.moveaxis(key_norms, 0, 1), prior
 
 
-def forward(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
-            cfg: Config) -> layers.ForwardOutput:
-  """RWKV forward. `token_ids`, `token_mask` (1 = real token; routing only): `[B, T]`."""
-  eps = cfg.layer_norm_eps
+def embed(params: dict[str, Any], token_ids: jax.Array, token_mask: jax.Array,
+          cfg: Config) -> tuple[jax.Array, jax.Array]:
+  """`(carry, embeddings)`: `pre_ln(embeddings[x])` and `embeddings[x]`, `[B, T, D]`."""
+  del token_mask
   embeddings = params["embeddings"][token_ids]
-  h = layers.layer_norm(embeddings, params["pre_ln_scale"], params["pre_ln_bias"], eps)
-  index = jnp.arange(cfg.num_layers)
+  h = layers.layer_norm(embeddings, params["pre_ln_scale"], params["pre_ln_bias"],
+                        cfg.layer_norm_eps)
+  return h, embeddings
+
+
+def block(h: jax.Array, p: dict[str, jax.Array], index: jax.Array, token_mask: jax.Array,
+          cfg: Config) -> tuple[jax.Array, layers.LayerOutput]:
+  """Layer `index` (int32 scalar: its rescaling) of `h [B, T, D]` with its params `p`."""
+  eps = cfg.layer_norm_eps
   if cfg.rescale_every > 0:
-    scales = jnp.exp2(-(index // cfg.rescale_every).astype(jnp.float32))
-    halve = (index + 1) % cfg.rescale_every == 0
+    scale = jnp.exp2(-(index // cfg.rescale_every).astype(jnp.float32)).astype(h.dtype)
+    halve_after = (index + 1) % cfg.rescale_every == 0
   else:
-    scales, halve = jnp.ones(cfg.num_layers, jnp.float32), jnp.zeros(cfg.num_layers, bool)
-
-  def block(h, inputs):
-    p, scale, halve_after = inputs
-    scale = scale.astype(h.dtype)
-    x = layers.layer_norm(h, p["ln1_scale"], p["ln1_bias"], eps)
-    previous = _shift(x)
-    r, k, v = (layers.dense(_mix(x, previous, p[f"att_mix_{name}"]), p[f"att_{kernel}"])
-               for name, kernel in (("r", "receptance"), ("k", "key"), ("v", "value")))
-    w = jnp.exp(p["time_decay"].astype(jnp.float32))
-    out, weights, key_norms, prior = _time_mixing(r, k, v, w, p["time_first"], cfg.num_heads)
-    h = h + layers.dense(out, p["att_output"]) * scale
-    x = layers.layer_norm(h, p["ln2_scale"], p["ln2_bias"], eps)
-    previous = _shift(x)
-    key = jnp.square(jax.nn.relu(layers.dense(_mix(x, previous, p["ffn_mix_k"]), p["ffn_key"])))
-    gate = jax.nn.sigmoid(layers.dense(_mix(x, previous, p["ffn_mix_r"]), p["ffn_receptance"]))
-    h = h + gate * layers.dense(key, p["ffn_value"]) * scale
-    h = jnp.where(halve_after, h / 2, h)
-    return h, (h, weights, key_norms, prior)
-
-  h_last, (hidden, weights, key_norms, prior) = jax.lax.scan(
-      block, h, (params[LAYERS], scales, halve))
-  final = layers.layer_norm(h_last, params["ln_out_scale"], params["ln_out_bias"], LN_OUT_EPS)
+    scale, halve_after = jnp.ones((), h.dtype), False
+  x = layers.layer_norm(h, p["ln1_scale"], p["ln1_bias"], eps)
+  previous = _shift(x)
+  r, k, v = (layers.dense(_mix(x, previous, p[f"att_mix_{name}"]), p[f"att_{kernel}"])
+             for name, kernel in (("r", "receptance"), ("k", "key"), ("v", "value")))
+  w = jnp.exp(p["time_decay"].astype(jnp.float32))
+  out, weights, key_norms, prior = _time_mixing(r, k, v, w, p["time_first"], cfg.num_heads)
+  h = h + layers.dense(out, p["att_output"]) * scale
+  x = layers.layer_norm(h, p["ln2_scale"], p["ln2_bias"], eps)
+  previous = _shift(x)
+  key = jnp.square(jax.nn.relu(layers.dense(_mix(x, previous, p["ffn_mix_k"]), p["ffn_key"])))
+  gate = jax.nn.sigmoid(layers.dense(_mix(x, previous, p["ffn_mix_r"]), p["ffn_receptance"]))
+  h = h + gate * layers.dense(key, p["ffn_value"]) * scale
+  h = jnp.where(halve_after, h / 2, h)
   full_mask = layers.routing_mask(token_mask, causal=True)
-  n = cfg.num_layers
-  zeros = jnp.zeros(key_norms.shape[1:], jnp.float32)
-  routings = tuple(Routing(weights=row_normalise(weights[i], full_mask), mask=full_mask,
-                           key_norms=key_norms[i]) for i in range(n))
-  priors = tuple(Routing(weights=row_normalise(jnp.broadcast_to(prior[i], full_mask.shape[:1]
-                                                                + prior.shape[1:]), full_mask),
-                         mask=full_mask, key_norms=zeros) for i in range(n))
-  states = (embeddings,) + tuple(hidden[i] for i in range(n - 1)) + (final,)
-  return layers.ForwardOutput(routings=routings, hidden_states=states, priors=priors)
+  routing = Routing(weights=row_normalise(weights, full_mask), mask=full_mask,
+                    key_norms=key_norms)
+  prior = Routing(weights=row_normalise(jnp.broadcast_to(prior, weights.shape), full_mask),
+                  mask=full_mask, key_norms=jnp.zeros(key_norms.shape, jnp.float32))
+  return h, layers.LayerOutput(hidden=h, routing=routing, prior=prior)
+
+
+def final(params: dict[str, Any], h: jax.Array, cfg: Config) -> jax.Array:
+  """`ln_out` of the last layer's output."""
+  del cfg
+  return layers.layer_norm(h, params["ln_out_scale"], params["ln_out_bias"], LN_OUT_EPS)
 
 
 def logits(params: dict[str, Any], final_hidden: jax.Array, cfg: Config) -> jax.Array:
