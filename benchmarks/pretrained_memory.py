@@ -9,8 +9,9 @@ of the published models), random weights in the published storage dtype (Pythia 
 float32), sharded like Hugging Face's, and a character-level tokenizer; the probe is 16 sequences of
 128 tokens. Then `experiments/pretrained.py` runs on it once per mode (`DTYPE:stream` or
 `DTYPE:memory`) in a fresh process, and the table gives the process's peak resident memory
-(`ru_maxrss` of the child) and its wall time. The weights are random, so only memory and time mean
-anything here. Several GiB of disk per model (`--dir`, kept for reruns; deleted with `--clean`).
+(`ru_maxrss` of the child, also when it was killed) and its wall time. The weights are random, so
+only memory and time mean anything here. The LM head is not written (the experiment never reads
+it): "parameters read" is the published count less the head. Several GiB of disk per model (`--dir`, kept for reruns; deleted with `--clean`).
 """
 
 from __future__ import annotations
@@ -103,8 +104,10 @@ def run(path: str, dtype: str, stream: bool, text_file: str) -> tuple[float, flo
   wall = time.perf_counter() - start
   shutil.rmtree(workdir, ignore_errors=True)
   last = (output.strip().splitlines() or [""])[-1]
-  if child.returncode:
-    return float("nan"), wall, f"failed ({child.returncode}): {last}"
+  if child.returncode < 0:  # e.g. SIGKILL from the kernel's out-of-memory killer
+    last = f"killed by signal {-child.returncode} (out of memory?)"
+  elif child.returncode:
+    last = f"failed with status {child.returncode}: {last}"
   return usage.ru_maxrss / 2**20, wall, last
 
 
@@ -120,8 +123,8 @@ def main(argv=None):
   os.makedirs(args.dir, exist_ok=True)
   with open(text_file, "w", encoding="utf-8") as f:  # 16 paragraphs of >= 128 characters
     f.write("\n\n".join(probe.paragraphs(probe.PROBE_TEXT) * 2))
-  lines = ["| model | parameters | dtype | mode | peak RSS (GiB) | wall (s) |",
-           "|---|---|---|---|---|---|"]
+  lines = ["| model | parameters read | dtype | mode | peak RSS (GiB) | wall (s) | outcome |",
+           "|---|---|---|---|---|---|---|"]
   for name in args.models.split(","):
     path = os.path.join(args.dir, name)
     start = time.perf_counter()
@@ -133,8 +136,10 @@ def main(argv=None):
     for mode in args.modes.split(","):
       dtype, how = mode.split(":")
       peak, wall, last = run(path, dtype, how == "stream", text_file)
-      line = f"| {name} | {n_params / 1e9:.2f}B | {dtype} | {how} | {peak:.2f} | {wall:.0f} |"
-      print(line, "  ", last, flush=True)
+      outcome = last if last.startswith(("killed", "failed")) else "ok"
+      line = (f"| {name} | {n_params / 1e9:.2f}B | {dtype} | {how} | {peak:.2f} | {wall:.0f} | "
+              f"{outcome} |")
+      print(line, flush=True)
       lines.append(line)
     if args.clean:
       shutil.rmtree(path, ignore_errors=True)

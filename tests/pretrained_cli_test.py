@@ -157,10 +157,12 @@ class CliTest(absltest.TestCase):
       write_tokenizer(path, TINY_NEOX["vocab_size"])
       revisions.append(path)
     status, stderr = self.run_cli(f"--checkpoints={','.join(revisions)}", "--max_tokens=8",
-                                  "--max_sequences=3", f"--workdir={self.workdir}")
+                                  "--max_sequences=3", f"--workdir={self.workdir}", "--stream")
     self.assertEqual(0, status, stderr)
     with open(os.path.join(self.workdir, "summary.json")) as f:
-      over_training = json.load(f)["training"]
+      summary = json.load(f)
+    self.assertTrue(summary["probe"]["stream"])   # one layer at a time: the same outputs
+    over_training = summary["training"]
     self.assertEqual(over_training["steps"], [0, 1000, 8000])
     self.assertEqual(set(over_training["components"]),
                      {"concentration", "collapse", "stratification", "Gu sink rate"})
