@@ -4,9 +4,9 @@
         [--out=benchmarks/MEMORY_PLANS.md]
 
 For each family it compiles the paper chunk for 1 and 2 vmapped runs on this machine's first device
-(on CPU about a minute each), fits `rc_jax.engine.memory_plan.PerRun` and prints the plan for `--runs` runs
-on one device with a `--budget_gib` budget: all runs vmapped if they fit, else `map` with the largest
-balanced group that fits.
+(on CPU about a minute each), fits `rc_jax.engine.memory_plan.PerRun` and prints the plan for
+`--runs` runs on one device with a `--budget_gib` budget: all runs vmapped if they fit, else `map`
+with the largest balanced group that fits.
 """
 
 from __future__ import annotations

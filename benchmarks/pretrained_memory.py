@@ -1,4 +1,4 @@
-"""Peak host memory of the pretrained experiment on checkpoints of Pythia-2.8B's and GPT-2 XL's size.
+"""Peak host memory of the pretrained experiment on checkpoints the size of Pythia-2.8B, GPT-2 XL.
 
     python -m benchmarks.pretrained_memory [--models=pythia-2.8b,gpt2-xl]
         [--modes=bfloat16:stream,float32:stream,bfloat16:memory] [--dir=/tmp/rc_jax_ckpts]
@@ -11,7 +11,8 @@ float32), sharded like Hugging Face's, and a character-level tokenizer; the prob
 `DTYPE:memory`) in a fresh process, and the table gives the process's peak resident memory
 (`ru_maxrss` of the child, also when it was killed) and its wall time. The weights are random, so
 only memory and time mean anything here. The LM head is not written (the experiment never reads
-it): "parameters read" is the published count less the head. Several GiB of disk per model (`--dir`, kept for reruns; deleted with `--clean`).
+it): "parameters read" is the published count less the head. Several GiB of disk per model (`--dir`,
+kept for reruns; deleted with `--clean`).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def _config(router: str, **model):
 
 
 def _cpu():
-  from rc_jax.engine import problem as problem_lib# pylint: disable=g-import-not-at-top
+  from rc_jax.engine import problem as problem_lib  # pylint: disable=g-import-not-at-top
   from rc_jax.routers import scan  # pylint: disable=g-import-not-at-top
   runs = _RUNS.value
   cases = [("attention", {})] + [("ssm", {"ssm_backend": b}) for b in scan.BACKENDS]

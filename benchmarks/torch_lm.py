@@ -13,8 +13,8 @@ The same computation as an `attention` sweep run, written directly in PyTorch fo
 - in-loop collapse measurement every `log_every` steps, as the sweep's `measure`: a probe forward on
   the fixed probe batch returning each layer's routing weights, their content-free prior (the brake
   alone), the residual stream and the attention output before the residual add, then every metric
-  of `rc_jax.measurement.metrics.collapse_metrics(routing, hidden, prior=..., routed=...)` per layer, plus probe
-  loss and accuracy, brought to the host.
+  of `rc_jax.measurement.metrics.collapse_metrics(routing, hidden, prior=..., routed=...)` per
+  layer, plus probe loss and accuracy, brought to the host.
 
 `load_flax_params` copies a Flax parameter tree in, so tests can check the two models agree.
 """

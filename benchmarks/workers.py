@@ -120,7 +120,7 @@ class _PlanLog(pylogging.Handler):
 
 def run_engine(args, config) -> dict:
   """The sweep as the launcher runs it: `run_sweep` (compile, train, checkpoint, write outputs)."""
-  from rc_jax.engine import compile_cache, sweep# pylint: disable=g-import-not-at-top
+  from rc_jax.engine import compile_cache, sweep  # pylint: disable=g-import-not-at-top
   compiles = _Compiles()
   compile_cache.enable(args.cache_dir)
   plan_log = _PlanLog()
@@ -145,7 +145,7 @@ def run_sequential(args, config) -> dict:
   """The same runs one after another, each `jax.jit(trainer.train)(key, hparams)` (compiled once)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from rc_jax.engine import compile_cache, config_lib# pylint: disable=g-import-not-at-top
+  from rc_jax.engine import compile_cache, config_lib  # pylint: disable=g-import-not-at-top
   from rc_jax.engine.train import make_train  # pylint: disable=g-import-not-at-top
   compiles = _Compiles()
   compile_cache.enable(args.cache_dir)
@@ -178,8 +178,8 @@ def _torch_data(config):
   key chain as `train.py`) and probe batch, from rc_jax's sampler, as int64 torch tensors."""
   import jax  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
-  from rc_jax import tasks# pylint: disable=g-import-not-at-top
-  from rc_jax.engine import problem# pylint: disable=g-import-not-at-top
+  from rc_jax import tasks  # pylint: disable=g-import-not-at-top
+  from rc_jax.engine import problem  # pylint: disable=g-import-not-at-top
   task = config.task
   sample = tasks.make_sequence_task(
       task.name, vocab_size=task.vocab_size, seq_len=task.seq_len, batch_size=task.batch_size,
@@ -236,7 +236,7 @@ def run_torch(args, config) -> dict:
   """A plain PyTorch loop over the same runs (`benchmarks/torch_lm.py`), one run after another."""
   import torch  # pylint: disable=g-import-not-at-top
   from benchmarks import torch_lm  # pylint: disable=g-import-not-at-top
-  from rc_jax.engine import config_lib# pylint: disable=g-import-not-at-top
+  from rc_jax.engine import config_lib  # pylint: disable=g-import-not-at-top
   default_threads = torch.get_num_threads()
   t0 = time.perf_counter()
   batches, probe = _torch_data(config)
@@ -269,7 +269,7 @@ def run_overhead(args, config) -> dict:
   `log_every` steps (k per chunk) and once per chunk; by linearity `T(k) = T0 + k m`, so
   `m = (T(k) - T(1)) / (k - 1)` and overhead = `k m / T0` (metrics on vs off)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from rc_jax.engine import compile_cache, config_lib, sweep# pylint: disable=g-import-not-at-top
+  from rc_jax.engine import compile_cache, config_lib, sweep  # pylint: disable=g-import-not-at-top
   compile_cache.enable(args.cache_dir)
   runs = config_lib.run_grid(config)
   chunk_steps = config.train.chunk_steps

@@ -37,10 +37,10 @@ def get_config(arg: str = ""):
   c.calibration = CALIBRATION
   c.confidence = 0.95
   c.power = 0.8
-  # The concentration statistic (rc_jax.measurement.metrics.hub_excess: per head, the largest share of its
-  # routing mass one source takes beyond the router's positional prior; max over heads, then max
-  # over layers) and its onset: above the family's calibrated threshold and `rise` above the run's
-  # own step-0 value; a run above the threshold at step 0 is pre-existing, never an onset.
+  # The concentration statistic (rc_jax.measurement.metrics.hub_excess: per head, the largest share
+  # of its routing mass one source takes beyond the router's positional prior; max over heads, then
+  # max over layers) and its onset: above the family's calibrated threshold and `rise` above the
+  # run's own step-0 value; a run above the threshold at step 0 is pre-existing, never an onset.
   # `threshold` is the largest family threshold: the level for a router of no family (pretrained
   # models, planted controls read against every family).
   c.concentration = dict(

@@ -7,21 +7,8 @@ Variants (`config_lib.VARIANTS`): recall, prior (k = 0: the positional-prior nul
 (no token shift, no sigma(r) gate, no current-token bonus).
 """
 
-import jaxlib
-
-from rc_jax.engine.config_lib import sweep_config
-
-_JAXLIB = tuple(int(part) for part in jaxlib.__version__.split(".")[:2])
-
-
-def _adjust(config, preset):
-  # With jaxlib < 0.12 on a 2-core CPU the program with 12 or more RWKV runs vmapped together
-  # deadlocks in its first execution (every thread idle on a futex); groups of 4 run fine. Fixed
-  # in jaxlib 0.12 (tests/rwkv_test.py runs 16 vmapped runs under a timeout there). Execution
-  # settings do not change the config's fingerprint.
-  if preset != "paper" and _JAXLIB < (0, 12):
-    config.execution.update(mode="map", chunk=4)
+from rc_jax.engine.config_lib import group_runs_on_old_jaxlib, sweep_config
 
 
 def get_config(arg: str = "cpu"):
-  return sweep_config("rwkv", arg, _adjust)
+  return sweep_config("rwkv", arg, group_runs_on_old_jaxlib)

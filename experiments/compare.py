@@ -6,8 +6,8 @@
 Reads each workdir's config.json, metrics.csv, onsets.csv and summary.json; writes comparison.csv,
 onset_vs_brake.png and final_metrics_vs_brake.png into --out and prints the per-brake digest
 (differences: each sweep minus the first). Grid points are compared on the union of the sweeps'
-grids (NaN where a sweep lacks one); see `rc_jax.outputs.compare`. A missing or unfinished workdir, or
-sweeps that cannot be compared, exit with code 2 and one error line.
+grids (NaN where a sweep lacks one); see `rc_jax.outputs.compare`. A missing or unfinished workdir,
+or sweeps that cannot be compared, exit with code 2 and one error line.
 """
 
 from __future__ import annotations

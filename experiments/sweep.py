@@ -19,8 +19,8 @@ vmap when the device's runs fit its memory budget, else map with the largest gro
 rc_jax/engine/memory_plan.py), vmap (all of a device's runs batched), map (execution.chunk runs at a
 time), sequential (one run at a time).
 
-Config keys: every section and key is listed in the docstring of rc_jax/engine/config_lib.py (router,
-model, task, train, sweep, execution, metrics, checkpoint, output). Override any key with
+Config keys: every section and key is listed in the docstring of rc_jax/engine/config_lib.py
+(router, model, task, train, sweep, execution, metrics, checkpoint, output). Override any key with
 --config.SECTION.KEY=VALUE, e.g.
   --config.sweep.brakes="(0.0,0.1,1.0)" --config.train.steps=4000 --config.output.tensorboard=True
 

@@ -11,7 +11,6 @@ from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
-import jaxlib
 import numpy as np
 import pytest
 
@@ -383,13 +382,12 @@ class RwkvModuleTest(parameterized.TestCase):
                                   atol=1e-6)
 
 
-_JAXLIB = tuple(int(part) for part in jaxlib.__version__.split(".")[:2])
 _REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 
 
 @pytest.mark.slow
-@absltest.skipIf(_JAXLIB < (0, 12), "jaxlib < 0.12 deadlocks here on 2 cores: configs/rwkv.py "
-                 "runs RWKV sweeps in groups of 4 there")
+@absltest.skipIf(config_lib.JAXLIB_VERSION < (0, 12), "jaxlib < 0.12 deadlocks here on 2 cores: "
+                 "config_lib.group_runs_on_old_jaxlib runs these sweeps in groups of 4 there")
 class ManyVmappedRunsTest(parameterized.TestCase):
   """16 RWKV (or SSM) runs vmapped together at the cpu shape deadlocked XLA:CPU in their first
   execution (jaxlib 0.10.2, 2 cores: every thread idle on a futex); the sweep must finish."""

@@ -452,7 +452,7 @@ class SSMMixerTest(parameterized.TestCase):
       _mixer(n_heads=3).init(jax.random.key(0), _x_mixer, 0.0)
 
   def test_make_mixer_reads_the_config(self):
-    from rc_jax.engine import config_lib# pylint: disable=g-import-not-at-top
+    from rc_jax.engine import config_lib  # pylint: disable=g-import-not-at-top
     model = config_lib.base_config("ssm", "tiny").model
     model.update(conv_width=2, dt_rank=3, gate=False, content=False)
     mixer = mixers.make_mixer("ssm", model)

@@ -53,12 +53,12 @@ def _train_all_chunks(config, runs):
   trainer, compiled = sweep.compiled_for(config)
   hparams = {name: _global(config, value) for name, value in sweep.hparams_of(runs).items()}
   state, first = compiled.init(_global(config, sweep._key_data(runs)), hparams)
-  logs = [jax.tree.map(lambda x: sweep._unlayout(x, len(runs))[:, None], first)]
+  logs = [jax.tree.map(lambda x: sweep.unlayout(x, len(runs))[:, None], first)]
   for _ in range(trainer.n_chunks):
     state, chunk_logs = compiled.chunk(state, hparams)
-    logs.append(sweep._unlayout(chunk_logs, len(runs)))
+    logs.append(sweep.unlayout(chunk_logs, len(runs)))
   logs = {name: np.concatenate([part[name] for part in logs], axis=1) for name in logs[0]}
-  return sweep._unlayout(state, len(runs)), logs
+  return sweep.unlayout(state, len(runs)), logs
 
 
 def _flip_bits_in_largest_state_file(step_dir):

@@ -9,8 +9,9 @@ For a sweep chunk with `R` runs per device executed in vmapped groups of `g` run
 output bytes grow with `R` (every run's state) and the temporaries with `g`:
 
     peak(R, g) ~= fixed + R * state_per_run + g * temp_per_run      (g = R: vmap)
-    peak(R, g) ~= fixed + 2 R * state_per_run + g * temp_per_run    (g < R: `lax.map` over groups
-                                                                      stacks the new states once more)
+    peak(R, g) ~= fixed + 2 R * state_per_run + g * temp_per_run    (g < R: `lax.map` over
+                                                                      groups stacks the new states
+                                                                      once more)
 
 `choose` (what the sweep does in "auto" mode) compiles the chunk program with all `R` runs vmapped;
 if its peak fits the budget that program is used as it is (`vmap`, no extra compilation). Otherwise

@@ -74,8 +74,9 @@ _CPU_INIT_COMPILER_OPTIONS = dict(_CPU_COMPILER_OPTIONS, xla_backend_optimizatio
 
 class SweepPrograms(NamedTuple):
   """`build(mode, group)` -> CompiledSweep (memoised); `compile_chunk(program, runs_per_device)` /
-  `compile_init(...)` -> that function lowered and compiled for abstract inputs of that many runs per
-  device (the jitted function itself, so the later call with real inputs reuses the executable)."""
+  `compile_init(...)` -> that function lowered and compiled for abstract inputs of that many runs
+  per device (the jitted function itself, so the later call with real inputs reuses the
+  executable)."""
 
   build: Callable[[str, int], CompiledSweep]
   compile_chunk: Callable[[CompiledSweep, int], Any]

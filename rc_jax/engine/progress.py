@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from rc_jax.outputs import tables
+from rc_jax.measurement.stats import reduce_layers
 
 LOGGER = logging.getLogger("rc_jax")
 _FORMAT = "%(asctime)s %(message)s"
@@ -132,8 +132,7 @@ def digest(runs: Sequence[Mapping[str, Any]], logs: Mapping[str, np.ndarray],
   if len(keys) > max_rows:
     keys = [keys[i] for i in np.unique(np.linspace(0, len(keys) - 1, max_rows).round().astype(int))]
   loss = np.asarray(logs["loss"])[:, -1]
-  metric = tables.reduce_layers(np.asarray(logs[onset["metric"]])[:, -1],
-                                onset["layer_reduce"])
+  metric = reduce_layers(np.asarray(logs[onset["metric"]])[:, -1], onset["layer_reduce"])
   threshold = float(onset["threshold"])
   name = f"{onset['metric']}({onset['layer_reduce']})"
   rows = [(_point_label(runs[points[k][0]], show_lr), _three(loss[points[k]]),

@@ -15,8 +15,8 @@ decides how runs execute — the numbers are the same in every mode:
 
 Training proceeds in chunks of `train.chunk_steps`: a Python loop over one jitted chunk function,
 a verified Orbax checkpoint (run-batched state, logs so far, JSON metadata, digests of all three:
-`rc_jax.engine.checkpoints`) after each chunk, and resumption from the newest intact checkpoint when rerun
-with the same workdir and config. A rerun of a finished sweep recomputes and rewrites nothing
+`rc_jax.engine.checkpoints`) after each chunk, and resumption from the newest intact checkpoint when
+rerun with the same workdir and config. A rerun of a finished sweep recomputes and rewrites nothing
 (unless `overwrite_outputs`); stale temporary output files of a killed run are removed.
 
 Equivalence of the modes: they run the same arithmetic in a different batching, which XLA may fuse
@@ -29,15 +29,16 @@ each chunk is recorded (`summary.json` "execution_per_chunk") and resuming under
 says so. With the same mode, device count and grid, results are bit-for-bit reproducible on CPU,
 in one process or several.
 
-Several processes (`rc_jax.engine.distributed`): the run axis is sharded over every process's devices;
-host arrays enter with `make_array_from_callback` and logs leave all-gathered to every process;
-every process takes part in checkpointing; only process 0 writes the config, tables and figures.
+Several processes (`rc_jax.engine.distributed`): the run axis is sharded over every process's
+devices; host arrays enter with `make_array_from_callback` and logs leave all-gathered to every
+process; every process takes part in checkpointing; only process 0 writes the config, tables and
+figures.
 
-Diverged runs (rc_jax/engine/train.py) are frozen in-step; the outputs give each run a `status` ("ok" or
-"diverged") and `diverged_step`, and its later metrics are NaN, so no aggregate reads them.
+Diverged runs (rc_jax/engine/train.py) are frozen in-step; the outputs give each run a `status`
+("ok" or "diverged") and `diverged_step`, and its later metrics are NaN, so no aggregate reads them.
 
-Progress goes to the "rc_jax" logger (`rc_jax.engine.progress`: the program's size before compiling, one
-line per chunk with an ETA from the steady chunks, a per-grid-point digest); with
+Progress goes to the "rc_jax" logger (`rc_jax.engine.progress`: the program's size before compiling,
+one line per chunk with an ETA from the steady chunks, a per-grid-point digest); with
 `config.output.tensorboard`, process 0 appends per-run TensorBoard curves to `workdir/tensorboard`
 after every chunk (`rc_jax.outputs.tensorboard`).
 
@@ -141,7 +142,7 @@ def _key_data(runs: list[dict]) -> np.ndarray:
   return np.stack([np.asarray(jax.random.key_data(jax.random.key(r["seed"]))) for r in runs])
 
 
-def _unlayout(tree, n_runs: int):
+def unlayout(tree, n_runs: int):
   """`[n_dev, per_dev, ...]` global arrays -> host `[R, ...]` with the padding dropped (gathered
   from every process)."""
   def one(x):
@@ -330,7 +331,7 @@ def _train_part(part: _Part, *, stop_after_chunks, reporter, tensorboard_dir) ->
   if restored is None:
     t0 = time.perf_counter()
     state, first = compiled.init(shard(_key_data(runs)), hparams)
-    history = {name: value[:, None] for name, value in _unlayout(first, len(runs)).items()}
+    history = {name: value[:, None] for name, value in unlayout(first, len(runs)).items()}
     timings["init_s"] = time.perf_counter() - t0
     reporter.initialised(len(runs), timings["init_s"])
     chunks_done, execution = 0, []
@@ -358,7 +359,7 @@ def _train_part(part: _Part, *, stop_after_chunks, reporter, tensorboard_dir) ->
     for chunk_index in range(chunks_done, last_chunk):
       t0 = time.perf_counter()
       state, chunk_logs = compiled.chunk(state, hparams)
-      chunk_logs = _unlayout(chunk_logs, len(runs))
+      chunk_logs = unlayout(chunk_logs, len(runs))
       elapsed = time.perf_counter() - t0
       timings["train_s"] += elapsed
       timings["total_s"] = earlier_total_s + time.perf_counter() - t_start
@@ -378,7 +379,7 @@ def _train_part(part: _Part, *, stop_after_chunks, reporter, tensorboard_dir) ->
     if writer:
       writer.close()
   timings["total_s"] = earlier_total_s + time.perf_counter() - t_start
-  diverged_at = _unlayout(state.diverged_at, len(runs))
+  diverged_at = unlayout(state.diverged_at, len(runs))
   runs = [dict(run, status="diverged" if d >= 0 else "ok", diverged_step=int(d) if d >= 0 else None)
           for run, d in zip(runs, diverged_at.tolist())]
   complete = history["step"].shape[1] == len(trainer.logged_steps)
@@ -401,7 +402,7 @@ def _merge_parts(runs: list[dict], parts: list[_Part], trained: list[_Trained]):
   if [grid.run_key(r) for r in part_runs[0]] == [grid.run_key(r) for r in runs]:
     return merged_runs, history, trained[0].state  # one part, in the config's order
   host = grid.merge(runs, part_runs,
-                    [_unlayout(t.state, len(t.runs)) for t in trained])
+                    [unlayout(t.state, len(t.runs)) for t in trained])
   n_devices, sharding = parts[0].n_devices, parts[0].compiled.sharding
   per_device, _ = layout(len(runs), n_devices)
   state = jax.tree.map(lambda x: distributed.global_array(

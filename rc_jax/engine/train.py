@@ -11,8 +11,8 @@ learning rate) runs in one compiled program. The run is nested `lax.scan`s:
     block = log_every x train_step  ->  measure
 
 `measure` evaluates the collapse metrics on the fixed probe batch, per layer, as jitted reductions:
-only `[n_layers]` scalars per metric leave the scan. `init` and `chunk` are also exposed so the sweep
-can run chunk by chunk and checkpoint in between; chaining them gives exactly `train`.
+only `[n_layers]` scalars per metric leave the scan. `init` and `chunk` are also exposed so the
+sweep can run chunk by chunk and checkpoint in between; chaining them gives exactly `train`.
 
 Divergence is detected and isolated inside the step (so one run of a vmapped sweep cannot disturb
 the others, and no `lax.cond` runs both branches under vmap): a run DIVERGES at step s when

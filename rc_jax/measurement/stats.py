@@ -13,7 +13,7 @@ direction; `mean(d) +- t_{conf, n-1} sd(d) / sqrt(n)` is a one-sided confidence 
 quantile from scipy). Outcome:
 
   yes           the lower bound is above 0 and the mean is beyond the margin
-  no            the upper bound is below the margin (the effect is absent or smaller than the margin)
+  no            the upper bound is below the margin (the effect is absent or smaller than it)
   inconclusive  neither (too few defined seeds, or a spread too large to tell)
 
 Power: `minimum_detectable_effect` is the smallest true mean difference the one-sided paired t test
@@ -52,6 +52,8 @@ def direction(metric: str) -> int:
 
 
 LAYER_REDUCTIONS = ("max", "mean", "min")
+# the reductions an onset definition may use (`metrics.onset_layer_reduce`): the onset metric rises
+ONSET_LAYER_REDUCTIONS = ("max", "mean")
 
 
 def reduce_layers(values: np.ndarray, layer_reduce: str | int) -> np.ndarray:
@@ -143,8 +145,8 @@ def all_of(outcomes: Sequence[str]) -> str:
 
 
 def onset_median(onsets: Sequence[float | None], budget: float) -> float:
-  """Kaplan-Meier median onset (`rc_jax.measurement.onsets`), runs without an onset censored at the budget;
-  inf when it is not reached (at least half of the runs never collapsed), NaN without runs."""
+  """Kaplan-Meier median onset (`onsets`), runs without an onset censored at the budget; inf when
+  it is not reached (at least half of the runs never collapsed), NaN without runs."""
   if not onsets:
     return math.nan
   observed = [v is not None and math.isfinite(v) for v in onsets]
@@ -199,7 +201,8 @@ def onset_trend(brakes: Sequence[float], onsets: Sequence[float | None],
   if result["tau"] <= 0:
     return dict(result, outcome=NO, reason="onsets do not come later at larger brakes")
   return dict(result, outcome=INCONCLUSIVE,
-              reason=f"later onsets at larger brakes, not significant (p = {result['p_value']:.2g})")
+              reason=("later onsets at larger brakes, not significant "
+                      f"(p = {result['p_value']:.2g})"))
 
 
 def _mean(x: np.ndarray) -> float:

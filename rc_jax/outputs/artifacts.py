@@ -1,4 +1,4 @@
-"""Writes every output of a finished sweep: tables (`rc_jax.outputs.tables`) and figures (`rc_jax.outputs.plots`).
+"""Writes every output of a finished sweep: tables (`outputs.tables`) and figures (`outputs.plots`).
 
 The one module that imports both, so tables never depend on figures.
 """

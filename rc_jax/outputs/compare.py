@@ -1,4 +1,4 @@
-"""Side-by-side comparison of finished sweeps (workdirs written by `rc_jax.outputs.artifacts.write_all`).
+"""Side-by-side comparison of finished sweeps (workdirs written by `artifacts.write_all`).
 
 A workdir is *finished* when it holds config.json, metrics.csv, onsets.csv and summary.json (the
 sweep writes summary.json last). Every statistic is recomputed from metrics.csv with the onset

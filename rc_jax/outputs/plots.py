@@ -3,8 +3,8 @@
 Figures are built with `matplotlib.figure.Figure` directly, not `pyplot`: nothing touches the
 process-wide backend or pyplot's figure registry (safe in a notebook and under threads; there is
 no figure to close), and PNGs are rendered by Agg. Each function writes one PNG atomically (see
-`rc_jax.outputs.tables.atomic_open`) and returns its path. This module imports `rc_jax.outputs.tables` (tables),
-never the reverse.
+`rc_jax.outputs.tables.atomic_open`) and returns its path. This module imports
+`rc_jax.outputs.tables` (tables), never the reverse.
 
 Inputs follow `rc_jax.outputs.tables`: `runs` (one dict per run, with "brake" and optionally
 "learning_rate"), `logs` (`step [R, K]`, scalars `[R, K]`, per-layer metrics `[R, K, L]`) and
@@ -12,7 +12,8 @@ Inputs follow `rc_jax.outputs.tables`: `runs` (one dict per run, with "brake" an
 way (`onset["layer_reduce"]`, labelled on each figure). With more than one learning rate, runs are
 split by learning rate (panels or colours). Seeds are averaged over their finite values only, so a
 diverged run drops out instead of poisoning a mean. Onsets are censored data: figures show the
-Kaplan-Meier median (`rc_jax.measurement.onsets`) and mark runs and medians without an onset distinctly.
+Kaplan-Meier median (`rc_jax.measurement.onsets`) and mark runs and medians without an onset
+distinctly.
 
 Brake axes are categorical: one evenly spaced position per brake value (sorted), so brake 0 and
 log-spaced brakes both read well, with at most a handful of (rotated) labels.

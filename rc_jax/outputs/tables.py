@@ -1,7 +1,7 @@
 """Sweep tables: tidy metrics, onsets (censored), per-grid-point onset summary, JSON summary.
 
-Tables only: this module never imports the figures (`rc_jax.outputs.plots` imports it; `rc_jax.outputs.artifacts`
-writes both). Inputs (host NumPy, as the sweep produces them):
+Tables only: this module never imports the figures (`rc_jax.outputs.plots` imports it;
+`rc_jax.outputs.artifacts` writes both). Inputs (host NumPy, as the sweep produces them):
 
 - `runs`: one dict per run, e.g. `{"run": 0, "seed": 0, "brake": 0.1, "learning_rate": 1e-3}`.
   Every key becomes a column; "run" and "seed" identify a run, "status" and "diverged_step" (set by
@@ -13,16 +13,16 @@ writes both). Inputs (host NumPy, as the sweep produces them):
   Values may be NaN or inf (undefined metrics, diverged runs).
 - `onset`: `{"metric": str, "threshold": float, "layer_reduce": "max" | "mean" | int, "rise":
   float (optional, 0)}`: the per-layer metric whose crossing defines the onset (above `threshold`
-  and at least `rise` above the run's own value at step 0, `rc_jax.measurement.metrics.onset_step`), and how
-  its layers are reduced (NaN-ignoring max or mean, or one layer's index). That ONE layer
-  reduction is used for every per-layer value in every table (and figure): onsets, final values,
-  the summary.
+  and at least `rise` above the run's own value at step 0, `rc_jax.measurement.metrics.onset_step`),
+  and how its layers are reduced (NaN-ignoring max or mean, or one layer's index). That ONE layer
+  reduction is used for every per-layer value in every table (and figure): onsets, final values, the
+  summary.
 
-Onsets are censored data (see `rc_jax.measurement.onsets`): a run without an onset is censored at its last
-observed step, never dropped; per grid point the tables give `n_onset` of `n_runs` and the
-Kaplan-Meier median onset ("> bound" when not reached), not a mean over the runs that had one.
-A run already above the threshold at step 0 is *pre-existing*: it has no onset and is not at risk
-of one, so it is counted apart (`n_pre_existing`) and left out of the Kaplan-Meier curve.
+Onsets are censored data (see `rc_jax.measurement.onsets`): a run without an onset is censored at
+its last observed step, never dropped; per grid point the tables give `n_onset` of `n_runs` and the
+Kaplan-Meier median onset ("> bound" when not reached), not a mean over the runs that had one. A run
+already above the threshold at step 0 is *pre-existing*: it has no onset and is not at risk of one,
+so it is counted apart (`n_pre_existing`) and left out of the Kaplan-Meier curve.
 
 CSV conventions (every table; readable by the `csv` module and `pandas.read_csv`): a header row,
 then one row per record. Float32 values are written as their shortest round-tripping decimal
@@ -47,9 +47,8 @@ from typing import Any
 import numpy as np
 
 from rc_jax.measurement import metrics, onsets
-from rc_jax.measurement.stats import reduce_layers  # the one layer reduction (re-exported)
+from rc_jax.measurement.stats import ONSET_LAYER_REDUCTIONS, reduce_layers
 
-LAYER_REDUCTIONS = ("max", "mean")
 _ID_KEYS = ("run", "seed", "status", "diverged_step")  # not grid coordinates
 
 
@@ -188,7 +187,7 @@ def write_metrics_csv(path: str, runs: Sequence[Mapping[str, Any]],
 
 def layer_label(layer_reduce: str | int) -> str:
   """How per-layer values were reduced, for labels: "max over layers", "layer 2"."""
-  if layer_reduce in LAYER_REDUCTIONS:
+  if layer_reduce in ONSET_LAYER_REDUCTIONS:
     return f"{layer_reduce} over layers"
   return f"layer {layer_reduce}"
 
@@ -204,7 +203,7 @@ def onset_series(logs: Mapping[str, Any], onset: Mapping[str, Any]) -> tuple[np.
 
 
 def onset_steps(logs: Mapping[str, Any], onset: Mapping[str, Any]) -> np.ndarray:
-  """Float64 `[R]`: each run's onset step (`rc_jax.measurement.metrics.onset_step`), inf when never, NaN when
+  """Float64 `[R]`: each run's onset step (`metrics.onset_step`), inf when never, NaN when
   pre-existing."""
   steps, series = onset_series(logs, onset)
   return np.asarray(metrics.onset_step(steps, series, float(onset["threshold"]),
@@ -215,8 +214,9 @@ def onset_events(logs: Mapping[str, Any], onset: Mapping[str, Any]) -> tuple[np.
                                                                             np.ndarray]:
   """`(time [R], observed [R] bool)`: the onset step, or the step a run without one is censored at.
 
-  Censoring: the run's last step with a finite onset metric (`rc_jax.measurement.onsets.censored_times`);
-  pre-existing runs have time NaN (and observed False).
+  Censoring: the run's last step with a finite onset metric
+  (`rc_jax.measurement.onsets.censored_times`); pre-existing runs have time NaN (and observed
+  False).
   """
   steps, series = onset_series(logs, onset)
   return onsets.censored_times(steps, series, onset_steps(logs, onset))

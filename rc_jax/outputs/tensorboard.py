@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from rc_jax.outputs import tables
+from rc_jax.measurement import stats
 
 INSTALL_HINT = 'pip install -c constraints.txt -e ".[tensorboard]"'
 
@@ -53,8 +53,8 @@ def scalar_series(logs: Mapping[str, Any], onset: Mapping[str, Any]) -> dict[str
     else:
       series.update((f"{name}/layer_{layer}", value[..., layer]) for layer in range(value.shape[2]))
   reduce = onset["layer_reduce"]
-  if reduce in tables.LAYER_REDUCTIONS:
-    series[f"{onset['metric']}/{reduce}"] = tables.reduce_layers(logs[onset["metric"]], reduce)
+  if reduce in stats.ONSET_LAYER_REDUCTIONS:
+    series[f"{onset['metric']}/{reduce}"] = stats.reduce_layers(logs[onset["metric"]], reduce)
   return series
 
 

@@ -1,8 +1,8 @@
 """Calibration of the onset threshold: the concentration statistic where the answer is "no".
 
 For every family and task of the suite, the statistic (layer-reduced as the onset reduces it) is
-measured on the probe batch at initialisation, for `seeds` x every brake of the preset's grid, and on
-the positional-prior twin (`content=False`), whose routing is its prior. An onset threshold must
+measured on the probe batch at initialisation, for `seeds` x every brake of the preset's grid, and
+on the positional-prior twin (`content=False`), whose routing is its prior. An onset threshold must
 exceed all of these: `threshold = max(floor, safety x the largest null value)`, per family.
 
     python experiments/calibrate.py --preset=cpu     # prints the block recorded in configs/report.py

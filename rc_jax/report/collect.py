@@ -16,24 +16,20 @@ import jax
 import numpy as np
 
 from rc_jax.engine import sweep
+from rc_jax.engine.programs import hparams_of
+from rc_jax.measurement.stats import reduce_layers
 from rc_jax.outputs import tables
 
 VALUES_FILE = "report_values.json"
 VERSION = 2   # bump when the layout below changes: older caches are collected again
 
 
-def _flat_runs(tree, n_runs: int):
-  """Run-batched `[n_dev, per_dev, ...]` arrays -> `[R, ...]` with the padding dropped."""
-  return jax.tree.map(lambda x: np.asarray(x).reshape((-1,) + x.shape[2:])[:n_runs], tree)
-
-
 def shuffled_null(config, result: sweep.SweepResult) -> dict[str, np.ndarray]:
   """Every run's final parameters measured on the shuffled probe: `{metric: [R, L] or [R]}`."""
   trainer, _ = sweep.compiled_for(config)
   n_runs = len(result.runs)
-  params = _flat_runs(result.state.params, n_runs)
-  hparams = {"brake": np.array([r["brake"] for r in result.runs], np.float32),
-             "learning_rate": np.array([r["learning_rate"] for r in result.runs], np.float32)}
+  params = sweep.unlayout(result.state.params, n_runs)
+  hparams = hparams_of(result.runs)
   # one run at a time (lax.map): the vmapped measurement of 8 SSM runs deadlocked XLA:CPU
   # (jaxlib 0.10.2, every thread idle) where the one-run program does not
   measure = jax.jit(lambda p, h: jax.lax.map(lambda a: trainer.measure(*a, shuffled=True), (p, h)))
@@ -61,7 +57,7 @@ def sweep_values(config, result: sweep.SweepResult, fingerprint: str, series_met
   and on the shuffled probe."""
   logs = {name: value for name, value in result.logs.items() if name != "step"}
   steps = np.asarray(result.logs["step"])[0]
-  series = tables.reduce_layers(np.asarray(result.logs[series_metric]), series_reduce)
+  series = reduce_layers(np.asarray(result.logs[series_metric]), series_reduce)
   return {
       "version": VERSION,
       "fingerprint": fingerprint,

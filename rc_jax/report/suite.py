@@ -2,8 +2,9 @@
 
 Every trained sweep of claim 1 has a twin with the variant `prior` (the same architecture, data,
 seeds and steps with its router's content score removed: the positional-prior null model). Controls
-(claims 3-6) vary one switch of a family's default sweep. The claims compare at brake 0, so twins and
-controls train only there (variant `brake0`); the brake sweep itself is the trained sweeps' grid.
+(claims 3-6) vary one switch of a family's default sweep. The claims compare at brake 0, so twins
+and controls train only there (variant `brake0`); the brake sweep itself is the trained sweeps'
+grid.
 """
 
 from __future__ import annotations
@@ -87,9 +88,12 @@ def control_sweeps() -> list[Sweep]:
 POSITIVE_CONTROL_PRESETS = ("gpu", "paper")
 
 
+POSITIVE_CONTROL = Sweep("attention", ("guo", "brake0"))
+
+
 def positive_control_sweeps() -> list[Sweep]:
-  trained = Sweep("attention", ("guo", "brake0"))
-  return [trained, Sweep("attention", ("guo", "prior", "brake0"))]
+  """The trained positive control and its prior twin."""
+  return [POSITIVE_CONTROL, Sweep("attention", ("guo", "prior", "brake0"))]
 
 
 def all_sweeps(preset: str | None = None) -> list[Sweep]:
