@@ -1,53 +1,76 @@
 #!/usr/bin/env bash
-# The device check of benchmarks/GPU_PLAN.md, for one H200 (run from the repository root through the
-# device tool; results go to $OUT). Part "metrics" then part "suite1" in the first call, "suite2" in
-# the second:  bash benchmarks/gpu_check.sh metrics suite1   /   bash benchmarks/gpu_check.sh suite2
-set -euo pipefail
+# The device check of benchmarks/GPU_PLAN.md: one call of at most 10 minutes on one H200, run from
+# the repository root through the device tool with `.whl` carried (ml-collections, which the image
+# lacks). Results go to $OUT (at most 8 files). Everything runs under deadlines counted from the
+# start, so what finished comes back even when a part overruns:
+#   science (until $SCIENCE_S): the Guo-scale positive control and its prior twin in one process, the
+#     rest of the gpu suite (in the order of $SUITE) in another, side by side on the GPU;
+#   benchmarks (until $TOTAL_S): effective-rank methods, the in-step metrics' share of a chunk, and
+#     training MFU at the paper shape with 128 runs.
+# On CPU (a rehearsal): PRESET=tiny GUO= SCIENCE_S=120 TOTAL_S=200 BENCH_SCALE=tiny bash ...
+set -uo pipefail
 OUT=${OUT:-/tmp/out}
+PRESET=${PRESET:-gpu}
+SCIENCE_S=${SCIENCE_S:-330}
+TOTAL_S=${TOTAL_S:-500}
+BENCH_SCALE=${BENCH_SCALE:-full}
+GUO=${GUO-attention-guo-brake0,attention-guo-prior-brake0}
+SUITE=${SUITE:-attention,attention-prior-brake0,attention-recall,attention-recall-prior-brake0,depth,depth-prior-brake0,graph,graph-prior-brake0,attention-cosine-brake0,attention-sigmoid-brake0,attention-distance-brake0,graph-distance-brake0,depth-recall,depth-recall-prior-brake0,ssm,ssm-prior-brake0,ssm-frozen-brake0,ssm-noescape-brake0,ssm-recall,ssm-recall-prior-brake0,rwkv,rwkv-prior-brake0,rwkv-noescape-brake0,rwkv-recall,rwkv-recall-prior-brake0}
+PY=$(command -v python3 || command -v python)
+START=$(date +%s)
+left() { echo $(( $1 - ($(date +%s) - START) )); }
 mkdir -p "$OUT" runs
-pip install -q -e . >/dev/null
-PART1=attention-guo-brake0,attention-guo-prior-brake0,attention,attention-recall,graph,depth,depth-recall,attention-prior-brake0,attention-recall-prior-brake0,graph-prior-brake0,depth-prior-brake0,depth-recall-prior-brake0,attention-cosine-brake0,attention-sigmoid-brake0,attention-distance-brake0,graph-distance-brake0
-PART2=ssm,ssm-recall,rwkv,rwkv-recall,ssm-prior-brake0,ssm-recall-prior-brake0,rwkv-prior-brake0,rwkv-recall-prior-brake0,ssm-frozen-brake0,ssm-noescape-brake0,rwkv-noescape-brake0
-for part in "$@"; do
-  case "$part" in
-    metrics)
-      python - <<'PY' | tee "$OUT/svd_methods.txt"
-import subprocess, sys
-code = r'''
-import time, sys, numpy as np, jax, jax.numpy as jnp
-from rc_jax import metrics
-method = sys.argv[1]
-rng = np.random.default_rng(0)
-x = rng.normal(size=(512, 64, 64)).astype(np.float32)
-x[:128] = (rng.normal(size=(128, 64, 1)) * rng.normal(size=(128, 1, 64)) + 1e-3 * x[:128])
-f = jax.jit(lambda a: metrics.effective_rank(a, reduce=False, method=method))
-got = np.asarray(f(x)); jax.block_until_ready(f(x))
-t0 = time.perf_counter(); [jax.block_until_ready(f(x)) for _ in range(10)]; ms = (time.perf_counter() - t0) * 100
-s = np.linalg.svd(x.astype(np.float64), compute_uv=False); p = s / s.sum(-1, keepdims=True)
-ref = np.exp(-(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0)).sum(-1))
-print(f"{method:7s} {ms:8.2f} ms per [512,64,64]   max rel err vs float64 {np.max(np.abs(got - ref) / ref):.2e}")
-'''
-for method in ("svd", "jacobi", "gram64"):
-  env = {"JAX_ENABLE_X64": "1"} if method == "gram64" else {}
-  import os
-  subprocess.run([sys.executable, "-c", code, method], env=dict(os.environ, **env), check=False)
-PY
-      for shape in cpu w64 paper; do for method in svd jacobi; do
-        python -m benchmarks.workers --impl=overhead --shape=$shape --runs=64 --steps=200 \
-          --chunk_steps=200 --repeats=2 --svd_method=$method > "$OUT/overhead_${shape}_${method}.json" || true
-      done; done
-      python -m benchmarks.workers --impl=engine --shape=paper --runs=128 --steps=400 \
-        --chunk_steps=200 --svd_method=jacobi > "$OUT/engine_paper_128.json" || true
-      ;;
-    suite1|suite2)
-      only=$([ "$part" = suite1 ] && echo "$PART1" || echo "$PART2")
-      python experiments/report.py --preset=gpu --workdir=runs/report_gpu --only="$only" \
-        --compile_workers=16 --svd_method=jacobi 2>&1 | tail -40 \
-        > "$OUT/${part}.log" || true
-      tar czf "$OUT/${part}_values.tgz" runs/report_gpu/*/report_values.json \
-        runs/report_gpu/*/figures/phase_diagram.png 2>/dev/null || true
-      ;;
-  esac
-done
-nvidia-smi --query-gpu=name,memory.used --format=csv > "$OUT/gpu.txt" || true
-python -c "import jax; print(jax.__version__, jax.devices())" >> "$OUT/gpu.txt"
+if ! "$PY" -c "import ml_collections" 2>/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+WORKDIR=runs/report_$PRESET
+quiet() {  # keeps the engine's and the report's INFO lines, drops the libraries' (per-save spam)
+  awk '!/^I[0-9][0-9][0-9][0-9] / || /(progress|report)\.py:/ {print; fflush()}'
+}
+
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
+  "$PY" -c "import jax, flax, optax, orbax.checkpoint, sys; print(sys.version.split()[0], 'jax',
+jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
+  nproc; } > "$OUT/env.txt" 2>&1
+
+# science: two processes share the GPU, each allowed 45% of its memory
+export XLA_PYTHON_CLIENT_MEM_FRACTION=0.45
+if [ -n "$GUO" ]; then
+  timeout -k 10 -s INT "$(left "$SCIENCE_S")" "$PY" experiments/report.py --preset="$PRESET" \
+    --workdir="$WORKDIR" --only="$GUO" --compile_workers=2 2>&1 | quiet > "$OUT/guo.log" &
+fi
+timeout -k 10 -s INT "$(left "$SCIENCE_S")" "$PY" experiments/report.py --preset="$PRESET" \
+  --workdir="$WORKDIR" --only="$SUITE" --compile_workers=6 2>&1 | quiet > "$OUT/suite.log" &
+wait
+# every finished sweep's tables and phase diagram (no checkpoints, no other figures); the per-step
+# metrics of the positive control only (the suite's would pass the 16 MiB a file)
+(cd "$WORKDIR" && find . -type f ! -path '*/checkpoints/*' \
+   \( ! -path '*/figures/*' -o -name phase_diagram.png \) \( ! -name metrics.csv -o -path '*guo*' \) \
+   | tar czf "$OUT/science.tgz" -T -) 2>> "$OUT/suite.log"
+unset XLA_PYTHON_CLIENT_MEM_FRACTION
+
+# benchmarks, alone on the GPU; one JSON line per measurement in bench.jsonl
+"$PY" -m benchmarks.svd_methods $([ "$BENCH_SCALE" = tiny ] && echo --batch=16 --repeats=2) \
+  > "$OUT/svd_methods.md" 2>&1
+bench() {  # bench TIMEOUT ARGS...: one benchmarks.workers measurement, if the deadline allows
+  local budget; budget=$(( $(left "$TOTAL_S") < $1 ? $(left "$TOTAL_S") : $1 )); shift
+  [ "$budget" -gt 10 ] || { echo "{\"skipped\": \"$*\"}" >> "$OUT/bench.jsonl"; return; }
+  timeout -k 10 -s INT "$budget" "$PY" -m benchmarks.workers "$@" 2>> "$OUT/bench.log" \
+    | grep '^RESULT' | sed 's/^RESULT //' >> "$OUT/bench.jsonl" \
+    || echo "{\"failed_or_timed_out\": \"$*\"}" >> "$OUT/bench.jsonl"
+}
+if [ "$BENCH_SCALE" = tiny ]; then
+  bench 60 --impl=overhead --shape=cpu --runs=4 --steps=100 --chunk_steps=100 --repeats=1
+  bench 60 --impl=engine --shape=cpu --runs=4 --steps=100 --chunk_steps=50
+else
+  bench 60 --impl=overhead --shape=w64 --runs=64 --steps=200 --chunk_steps=200 --repeats=2 \
+    --svd_method=jacobi
+  bench 100 --impl=engine --shape=paper --runs=128 --steps=200 --chunk_steps=100
+  bench 50 --impl=overhead --shape=cpu --runs=64 --steps=200 --chunk_steps=200 --repeats=2
+  bench 60 --impl=overhead --shape=paper --runs=16 --steps=100 --chunk_steps=100 --repeats=1 \
+    --svd_method=jacobi
+fi
+tail -c 20000 "$OUT/bench.log" > "$OUT/bench_tail.log" 2>/dev/null; rm -f "$OUT/bench.log"
+echo "done in $(( $(date +%s) - START )) s" >> "$OUT/env.txt"

@@ -27,7 +27,8 @@ _PRESET = flags.DEFINE_enum("preset", "cpu", ["tiny", "cpu", "gpu", "paper"],
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the sweeps and the report "
                                "(default: runs/report_<preset>).")
 _PUBLISH = flags.DEFINE_string("publish", None, "Also copy REPORT.md, figures/ and tables/ here.")
-_ONLY = flags.DEFINE_list("only", None, "Run only these sweeps (names as in the report); no report.")
+_ONLY = flags.DEFINE_list("only", None, "Run only these sweeps (names as in the report), in the "
+                         "order named; no report.")
 _REUSE_ONLY = flags.DEFINE_bool("reuse_only", False, "Train nothing: write the report from the "
                                 "finished sweeps in --workdir; the others read as not run.")
 _SVD_METHOD = flags.DEFINE_enum("svd_method", None, list(metrics.RANK_METHODS),
@@ -53,16 +54,16 @@ def _config(sweep, preset: str):
   return config
 
 
-def _compile_ahead(sweeps, preset: str, workdir: str, workers: int) -> None:
-  """Compiles the programs of every sweep not finished yet, `workers` at a time; `run_sweep` then
-  finds them in its in-process cache."""
+def _compile_ahead(sweeps, preset: str, workdir: str, workers: int) -> dict:
+  """Starts compiling the programs of every sweep not finished yet, `workers` at a time, and returns
+  `{sweep name: future}`; the first sweep trains as soon as its own programs are ready (waiting on
+  its future), finding them in `run_sweep`'s in-process cache while the others still compile."""
   todo = [s for s in sweeps if not os.path.exists(os.path.join(workdir, s.name,
                                                                collect.VALUES_FILE))]
-  t0 = time.perf_counter()
-  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-    list(pool.map(lambda s: engine_sweep.compiled_for(_config(s, preset)), todo))
-  logging.info("compiled %d sweeps' programs in %.0fs (%d at a time)", len(todo),
-               time.perf_counter() - t0, workers)
+  pool = concurrent.futures.ThreadPoolExecutor(workers)
+  futures = {s.name: pool.submit(engine_sweep.compiled_for, _config(s, preset)) for s in todo}
+  pool.shutdown(wait=False)
+  return futures
 
 
 def main(argv):
@@ -77,10 +78,12 @@ def main(argv):
       print(f"error: --only names unknown sweeps {unknown}; known: "
             f"{', '.join(s.name for s in sweeps)}", file=sys.stderr)
       sys.exit(2)
-    sweeps = [s for s in sweeps if s.name in _ONLY.value]
+    by_name = {s.name: s for s in sweeps}
+    sweeps = [by_name[name] for name in dict.fromkeys(_ONLY.value)]  # in the order named
   cfg = suite.load_report_config()
+  compiling = {}
   if _COMPILE_WORKERS.value > 1 and not _REUSE_ONLY.value:
-    _compile_ahead(sweeps, preset, workdir, _COMPILE_WORKERS.value)
+    compiling = _compile_ahead(sweeps, preset, workdir, _COMPILE_WORKERS.value)
   values, commands = {}, {}
   for index, sweep in enumerate(sweeps):
     sweep_dir = os.path.join(workdir, sweep.name)
@@ -89,6 +92,8 @@ def main(argv):
       logging.warning("%s not run: its claims read inconclusive", sweep.name)
       continue
     t0 = time.perf_counter()
+    if sweep.name in compiling:
+      compiling[sweep.name].result()  # raises this sweep's compilation error, if any
     values[sweep.name] = collect.load_or_collect(_config(sweep, preset), sweep_dir,
                                                  cfg.concentration.metric,
                                                  cfg.concentration.layer_reduce)
