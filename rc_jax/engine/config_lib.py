@@ -40,6 +40,7 @@ import math
 import os
 from typing import Callable
 
+import jax
 import jaxlib
 import ml_collections
 import numpy as np
@@ -170,9 +171,10 @@ JAXLIB_VERSION = tuple(int(part) for part in jaxlib.__version__.split(".")[:2])
 def group_runs_on_old_jaxlib(config, preset: str) -> None:
   """With jaxlib < 0.12 on a 2-core CPU, the first execution of 12 or more vmapped RWKV runs (24
   SSM runs) deadlocks (every thread idle on a futex) and groups of 4 run: below the `paper` preset,
-  such configs execute `map` in groups of 4. Fixed in jaxlib 0.12 (`tests/rwkv_test.py` runs 16
-  vmapped runs under a timeout there). Execution settings do not change a config's fingerprint."""
-  if preset != "paper" and JAXLIB_VERSION < (0, 12):
+  such configs execute `map` in groups of 4 when JAX's default backend is the CPU (an accelerator
+  keeps `auto`). Fixed in jaxlib 0.12 (`tests/rwkv_test.py` runs 16 vmapped runs under a timeout
+  there). Execution settings do not change a config's fingerprint."""
+  if preset != "paper" and JAXLIB_VERSION < (0, 12) and jax.default_backend() == "cpu":
     config.execution.update(mode="map", chunk=4)
 
 
