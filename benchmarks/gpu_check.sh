@@ -3,8 +3,9 @@
 # the repository root through the device tool with `.whl` carried (ml-collections, which the image
 # lacks). Results go to $OUT (at most 8 files). Everything runs under deadlines counted from the
 # start, so what finished comes back even when a part overruns:
-#   science (until $SCIENCE_S): the Guo-scale positive control and its prior twin in one process, the
-#     rest of the gpu suite (in the order of $SUITE) in another, side by side on the GPU;
+#   science (until $SCIENCE_S): groups of sweeps of the gpu suite, one process each, side by side on
+#     the GPU (default: the Guo-scale positive control and its prior twin, and the rest in $SUITE's
+#     order);
 #   benchmarks (until $TOTAL_S): effective-rank methods, the in-step metrics' share of a chunk, and
 #     training MFU at the paper shape with 128 runs.
 # On CPU (a rehearsal): PRESET=tiny GUO= SCIENCE_S=120 TOTAL_S=200 BENCH_SCALE=tiny bash ...
@@ -35,42 +36,50 @@ quiet() {  # keeps the engine's and the report's INFO lines, drops the libraries
 jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
   nproc; } > "$OUT/env.txt" 2>&1
 
-# science: two processes share the GPU, each allowed 45% of its memory
-export XLA_PYTHON_CLIENT_MEM_FRACTION=0.45
-if [ -n "$GUO" ]; then
+# science: one process per group of sweeps ($SWEEP_GROUPS, ";" between groups;
+# default: the Guo control, then the rest of the suite), side by side on the GPU,
+# each allowed an equal share of its memory
+SWEEP_GROUPS=${SWEEP_GROUPS:-${GUO:+$GUO;}$SUITE}
+IFS=';' read -ra group_list <<< "$SWEEP_GROUPS"
+export XLA_PYTHON_CLIENT_MEM_FRACTION=$("$PY" -c "print(round(0.9 / ${#group_list[@]}, 3))")
+for i in "${!group_list[@]}"; do
   timeout -k 10 -s INT "$(left "$SCIENCE_S")" "$PY" experiments/report.py --preset="$PRESET" \
-    --workdir="$WORKDIR" --only="$GUO" --compile_workers=2 2>&1 | quiet > "$OUT/guo.log" &
-fi
-timeout -k 10 -s INT "$(left "$SCIENCE_S")" "$PY" experiments/report.py --preset="$PRESET" \
-  --workdir="$WORKDIR" --only="$SUITE" --compile_workers=6 2>&1 | quiet > "$OUT/suite.log" &
+    --workdir="$WORKDIR" --only="${group_list[$i]}" --compile_workers=2 2>&1 \
+    | quiet > "/tmp/science_$i.log" &
+done
 wait
+for i in "${!group_list[@]}"; do
+  echo "=== process $i: ${group_list[$i]}"; cat "/tmp/science_$i.log"
+done > "$OUT/science.log"
 # every finished sweep's tables and phase diagram (no checkpoints, no other figures); the per-step
 # metrics of the positive control only (the suite's would pass the 16 MiB a file)
 (cd "$WORKDIR" && find . -type f ! -path '*/checkpoints/*' \
    \( ! -path '*/figures/*' -o -name phase_diagram.png \) \( ! -name metrics.csv -o -path '*guo*' \) \
-   | tar czf "$OUT/science.tgz" -T -) 2>> "$OUT/suite.log"
+   | tar czf "$OUT/science.tgz" -T -) 2>> "$OUT/science.log"
 unset XLA_PYTHON_CLIENT_MEM_FRACTION
 
 # benchmarks, alone on the GPU; one JSON line per measurement in bench.jsonl
-"$PY" -m benchmarks.svd_methods $([ "$BENCH_SCALE" = tiny ] && echo --batch=16 --repeats=2) \
-  > "$OUT/svd_methods.md" 2>&1
-bench() {  # bench TIMEOUT ARGS...: one benchmarks.workers measurement, if the deadline allows
-  local budget; budget=$(( $(left "$TOTAL_S") < $1 ? $(left "$TOTAL_S") : $1 )); shift
-  [ "$budget" -gt 10 ] || { echo "{\"skipped\": \"$*\"}" >> "$OUT/bench.jsonl"; return; }
-  timeout -k 10 -s INT "$budget" "$PY" -m benchmarks.workers "$@" 2>> "$OUT/bench.log" \
-    | grep '^RESULT' | sed 's/^RESULT //' >> "$OUT/bench.jsonl" \
-    || echo "{\"failed_or_timed_out\": \"$*\"}" >> "$OUT/bench.jsonl"
-}
-if [ "$BENCH_SCALE" = tiny ]; then
-  bench 60 --impl=overhead --shape=cpu --runs=4 --steps=100 --chunk_steps=100 --repeats=1
-  bench 60 --impl=engine --shape=cpu --runs=4 --steps=100 --chunk_steps=50
-else
-  bench 60 --impl=overhead --shape=w64 --runs=64 --steps=200 --chunk_steps=200 --repeats=2 \
-    --svd_method=jacobi
-  bench 100 --impl=engine --shape=paper --runs=128 --steps=200 --chunk_steps=100
-  bench 50 --impl=overhead --shape=cpu --runs=64 --steps=200 --chunk_steps=200 --repeats=2
-  bench 60 --impl=overhead --shape=paper --runs=16 --steps=100 --chunk_steps=100 --repeats=1 \
-    --svd_method=jacobi
+if [ "$(left "$TOTAL_S")" -gt 30 ]; then
+  "$PY" -m benchmarks.svd_methods $([ "$BENCH_SCALE" = tiny ] && echo --batch=16 --repeats=2) \
+    > "$OUT/svd_methods.md" 2>&1
+  bench() {  # bench TIMEOUT ARGS...: one benchmarks.workers measurement, if the deadline allows
+    local budget; budget=$(( $(left "$TOTAL_S") < $1 ? $(left "$TOTAL_S") : $1 )); shift
+    [ "$budget" -gt 10 ] || { echo "{\"skipped\": \"$*\"}" >> "$OUT/bench.jsonl"; return; }
+    timeout -k 10 -s INT "$budget" "$PY" -m benchmarks.workers "$@" 2>> "$OUT/bench.log" \
+      | grep '^RESULT' | sed 's/^RESULT //' >> "$OUT/bench.jsonl" \
+      || echo "{\"failed_or_timed_out\": \"$*\"}" >> "$OUT/bench.jsonl"
+  }
+  if [ "$BENCH_SCALE" = tiny ]; then
+    bench 60 --impl=overhead --shape=cpu --runs=4 --steps=100 --chunk_steps=100 --repeats=1
+    bench 60 --impl=engine --shape=cpu --runs=4 --steps=100 --chunk_steps=50
+  else
+    bench 60 --impl=overhead --shape=w64 --runs=64 --steps=200 --chunk_steps=200 --repeats=2 \
+      --svd_method=jacobi
+    bench 100 --impl=engine --shape=paper --runs=128 --steps=200 --chunk_steps=100
+    bench 50 --impl=overhead --shape=cpu --runs=64 --steps=200 --chunk_steps=200 --repeats=2
+    bench 60 --impl=overhead --shape=paper --runs=16 --steps=100 --chunk_steps=100 --repeats=1 \
+      --svd_method=jacobi
+  fi
+  tail -c 20000 "$OUT/bench.log" > "$OUT/bench_tail.log" 2>/dev/null; rm -f "$OUT/bench.log"
 fi
-tail -c 20000 "$OUT/bench.log" > "$OUT/bench_tail.log" 2>/dev/null; rm -f "$OUT/bench.log"
 echo "done in $(( $(date +%s) - START )) s" >> "$OUT/env.txt"
