@@ -83,6 +83,7 @@ class LauncherTinyPresetsTest(parameterized.TestCase):
     with open(os.path.join(workdir, "summary.json")) as f:
       summary = json.load(f)
     self.assertEqual(summary["n_runs"], n_runs)
+    self.assertEqual(summary["environment"]["backend"], "cpu")
     for figure in ("phase_diagram", "onset_vs_brake", "final_metrics_vs_brake"):
       with open(os.path.join(workdir, "figures", f"{figure}.png"), "rb") as f:
         self.assertEqual(f.read(8), _PNG_MAGIC)

@@ -220,6 +220,12 @@ class ClaimsTest(absltest.TestCase):
     with tempfile.TemporaryDirectory() as tmp:
       commands = {s.name: (s.command("tiny", tmp), os.path.join(tmp, s.name))
                   for s in suite.all_sweeps()}
+      environments = {"attention": {"devices": 1, "device_kind": "NVIDIA H200", "jax": "0.11.2"},
+                      "graph": None}  # an older summary records no environment
+      for name, environment in environments.items():
+        os.makedirs(os.path.join(tmp, name))
+        with open(os.path.join(tmp, name, "summary.json"), "w") as f:
+          json.dump({"environment": environment} if environment else {}, f)
       path = writer.write_report(tmp, "tiny", self.values, evaluated, self.cfg, commands,
                                  "python experiments/report.py --preset=tiny", control_rows)
       text = open(path).read()
@@ -230,6 +236,8 @@ class ClaimsTest(absltest.TestCase):
         self.assertIn(section, text)
       self.assertLess(text.index("Can the instrument see it?"), text.index("## 1. Every family"))
       self.assertIn("configs/attention.py:tiny,recall", text)
+      self.assertIn("sweeps trained on 1 x NVIDIA H200 with JAX 0.11.2 (1); a machine its "
+                    "summary does not record (1)", text)
       for name in ("signature.png", "onset_vs_brake.png"):
         self.assertGreater(os.path.getsize(os.path.join(tmp, "figures", name)), 1000)
       with open(os.path.join(tmp, "tables", "claims.csv")) as f:

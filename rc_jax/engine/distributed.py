@@ -16,9 +16,11 @@ Settings left unset are read from the environment: `JAX_COORDINATOR_ADDRESS` (JA
 from __future__ import annotations
 
 import os
+import platform
 from typing import Any
 
 import jax
+import jaxlib
 from jax.experimental import multihost_utils
 import numpy as np
 
@@ -88,6 +90,13 @@ def process_index() -> int:
 
 def process_count() -> int:
   return jax.process_count()
+
+
+def environment() -> dict:
+  """Where this process trains: JAX, jaxlib and Python versions, backend, device kind and count."""
+  return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "python": platform.python_version(),
+          "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+          "devices": jax.device_count(), "processes": jax.process_count()}
 
 
 def is_main() -> bool:

@@ -504,7 +504,8 @@ def run_sweep(config, workdir: str, *, stop_after_chunks: int | None = None,
   extra = {"timings": timings, "devices": opened[0].n_devices,
            "processes": distributed.process_count(), "execution": config.execution.to_dict(),
            "execution_per_chunk": trained[0].execution, "fingerprint": fingerprint,
-           "router": config.router, "config": config.to_dict(), "grids": grids}
+           "router": config.router, "config": config.to_dict(), "grids": grids,
+           "environment": distributed.environment()}
   if len(trained) > 1:
     extra["parts"] = [{"workdir": p.label or ".", "runs": len(p.runs),
                        "execution_per_chunk": t.execution} for p, t in zip(opened, trained)]

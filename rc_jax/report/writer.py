@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import json
 import math
 import os
 import platform
@@ -257,6 +258,24 @@ def _calibration_section(values: dict, cfg) -> list[str]:
                      "threshold", "sweeps' step 0 (n: max)"], rows), ""]
 
 
+def _trained_on(commands: dict) -> str:
+  """Where the sweeps trained, from the `environment` of their summary.json (older sweeps did not
+  record it): "sweeps trained on NVIDIA H200 with JAX 0.11.2 (6)"."""
+  counts = {}
+  for _, sweep_dir in commands.values():
+    path = os.path.join(sweep_dir, "summary.json")
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      env = json.load(f).get("environment")
+    where = (f"{env['devices']} x {env['device_kind']} with JAX {env['jax']}" if env else
+             "a machine its summary does not record")
+    counts[where] = counts.get(where, 0) + 1
+  if not counts:
+    return "no sweep finished"
+  return "sweeps trained on " + "; ".join(f"{where} ({n})" for where, n in counts.items())
+
+
 def write_report(report_dir: str, preset: str, values: dict, evaluated: list, cfg,
                  commands: dict, report_command: str, controls: list) -> str:
   """Writes REPORT.md, figures/ and tables/ under `report_dir`; returns the REPORT.md path.
@@ -280,7 +299,8 @@ def write_report(report_dir: str, preset: str, values: dict, evaluated: list, cf
   lines = [f"# Routing-collapse report, version 2 ({preset} preset)", "",
            f"Generated {datetime.date.today().isoformat()} by `{report_command}` on "
            f"{platform.machine()} / {os.cpu_count()} CPU cores, JAX {jax.__version__} "
-           f"({jax.default_backend()}). Every number below comes from the sweeps listed under "
+           f"({jax.default_backend()}); {_trained_on(commands)}. Every number below comes from "
+           "the sweeps listed under "
            "*Commands*; every verdict from the rules stated with each claim and the statistic, "
            "nulls, margins and thresholds in `configs/report.py`. The claims are those of arXiv "
            "2606.22325, stated as hypotheses under test. Version 1 "
