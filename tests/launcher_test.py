@@ -22,15 +22,10 @@ ROUTERS = ("attention", "graph", "ssm", "rwkv", "depth")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-# one compilation cache for this module's launches (the kill test's attention sweep is the tiny
-# presets test's), removed at exit
-_CACHE = tempfile.TemporaryDirectory(prefix="rc_jax_launcher_test_cache-")
-
-
 def _launch(*flags):
-  env = dict(os.environ, RC_JAX_CACHE_DIR=_CACHE.name)
+  """The launcher in a new process; it shares the session's compilation cache (conftest)."""
   return subprocess.Popen([sys.executable, _LAUNCHER, *flags], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, cwd=_ROOT, env=env)
+                          stderr=subprocess.PIPE, text=True, cwd=_ROOT)
 
 
 @pytest.mark.slow

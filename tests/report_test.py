@@ -254,8 +254,7 @@ class ReportLauncherTest(absltest.TestCase):
   def test_tiny_sweeps_then_reuse_only(self):
     root = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, root, ignore_errors=True)
-    env = dict(os.environ, RC_JAX_CACHE_DIR=os.path.join(root, "cache"),
-               PYTHONPATH=os.pathsep.join([_REPO, os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([_REPO, os.environ.get("PYTHONPATH", "")]))
     base = [sys.executable, os.path.join(_REPO, "experiments", "report.py"), "--preset=tiny",
             f"--workdir={root}/report"]
     trained = subprocess.run(base + ["--only=attention,attention-prior-brake0"], env=env,

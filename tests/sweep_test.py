@@ -61,14 +61,18 @@ def _train_all_chunks(config, runs):
   return sweep.unlayout(state, len(runs)), logs
 
 
-def _flip_bits_in_largest_state_file(step_dir):
-  files = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "*"), recursive=True)
+def _flip_a_bit_in_every_state_data_file(step_dir):
+  """Flips one bit in the middle of each OCDBT data file of the checkpoint's state: whichever of
+  them holds the arrays (a merged checkpoint keeps data files the restore never reads), a bit of
+  the arrays' bytes is flipped."""
+  files = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "d", "*"), recursive=True)
            if os.path.isfile(f)]
-  largest = max(files, key=os.path.getsize)
-  data = bytearray(_read(largest, "rb"))
-  data[len(data) // 2] ^= 0x04
-  with open(largest, "wb") as f:
-    f.write(bytes(data))
+  assert files, f"no OCDBT data files under {step_dir}/state"
+  for path in files:
+    data = bytearray(_read(path, "rb"))
+    data[len(data) // 2] ^= 0x04
+    with open(path, "wb") as f:
+      f.write(bytes(data))
 
 
 def _run_state(state, run):
@@ -197,7 +201,7 @@ class SweepTest(absltest.TestCase):
     with tempfile.TemporaryDirectory() as tmp:
       workdir = os.path.join(tmp, "copy")
       shutil.copytree(os.path.dirname(self.result.paths["metrics"]), workdir)
-      _flip_bits_in_largest_state_file(os.path.join(workdir, "checkpoints", "2"))
+      _flip_a_bit_in_every_state_data_file(os.path.join(workdir, "checkpoints", "2"))
       with self.assertLogs(level="WARNING") as logs:
         result = sweep.run_sweep(self.config, workdir)
       self.assertLen(logs.output, 1)
