@@ -62,9 +62,9 @@ def _train_all_chunks(config, runs):
 
 
 def _flip_a_bit_in_every_state_data_file(step_dir):
-  """Flips one bit in the middle of each OCDBT data file of the checkpoint's state: whichever of
-  them holds the arrays (a merged checkpoint keeps data files the restore never reads), a bit of
-  the arrays' bytes is flipped."""
+  """Flips one bit in the middle of each OCDBT data file of the checkpoint's state, so the flip lands
+  in bytes the restore reads whichever file holds the arrays (a flip in only the largest file went
+  undetected once, under pytest-xdist)."""
   files = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "d", "*"), recursive=True)
            if os.path.isfile(f)]
   assert files, f"no OCDBT data files under {step_dir}/state"

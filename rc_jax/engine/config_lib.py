@@ -35,6 +35,8 @@ by comma-separated variants (`"cpu,recall,prior"`), each a named set of override
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import itertools
 import math
 import os
@@ -171,11 +173,24 @@ JAXLIB_VERSION = tuple(int(part) for part in jaxlib.__version__.split(".")[:2])
 def group_runs_on_old_jaxlib(config, preset: str) -> None:
   """With jaxlib < 0.12 on a 2-core CPU, the first execution of 12 or more vmapped RWKV runs (24
   SSM runs) deadlocks (every thread idle on a futex) and groups of 4 run: below the `paper` preset,
-  such configs execute `map` in groups of 4 when JAX's default backend is the CPU (an accelerator
-  keeps `auto`). Fixed in jaxlib 0.12 (`tests/rwkv_test.py` runs 16 vmapped runs under a timeout
-  there). Execution settings do not change a config's fingerprint."""
-  if preset != "paper" and JAXLIB_VERSION < (0, 12) and jax.default_backend() == "cpu":
+  such configs execute `map` in groups of 4 when JAX can only run on the CPU (with an accelerator
+  they keep `auto`). Fixed in jaxlib 0.12 (`tests/rwkv_test.py` runs 16 vmapped runs under a
+  timeout there). Execution settings do not change a config's fingerprint."""
+  if preset != "paper" and JAXLIB_VERSION < (0, 12) and _cpu_only():
     config.execution.update(mode="map", chunk=4)
+
+
+def _cpu_only() -> bool:
+  """Whether JAX runs on the CPU here, decided without starting a backend (a multi-process launch
+  parses its config before `jax.distributed.initialize`): `JAX_PLATFORMS` names the CPU first, or
+  it is unset and no accelerator plugin is installed (no `jax_plugins` module or entry point, no
+  libtpu)."""
+  platforms = jax.config.jax_platforms
+  if platforms:
+    return platforms.split(",")[0].strip().lower() == "cpu"
+  return (importlib.util.find_spec("jax_plugins") is None and
+          not importlib.metadata.entry_points(group="jax_plugins") and
+          importlib.util.find_spec("libtpu") is None)
 
 
 def sweep_config(router: str, arg: str | None, adjust=None) -> ml_collections.ConfigDict:

@@ -260,7 +260,7 @@ def _calibration_section(values: dict, cfg) -> list[str]:
 
 def _trained_on(commands: dict) -> str:
   """Where the sweeps trained, from the `environment` of their summary.json (older sweeps did not
-  record it): "sweeps trained on NVIDIA H200 with JAX 0.11.2 (6)"."""
+  record it): "sweeps trained on 1 x NVIDIA H200 with JAX 0.11.2 (6)"."""
   counts = {}
   for _, sweep_dir in commands.values():
     path = os.path.join(sweep_dir, "summary.json")
