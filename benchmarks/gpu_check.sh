@@ -8,6 +8,8 @@
 #     order);
 #   benchmarks (until $TOTAL_S): effective-rank methods, the in-step metrics' share of a chunk, and
 #     training MFU at the paper shape with 128 runs.
+# The wheel, made here first (.whl is git-ignored): pip download --no-deps --only-binary=:all:
+#   --python-version 3.12 --implementation cp --platform manylinux2014_x86_64 -d .whl ml-collections==1.1.0
 # On CPU (a rehearsal): PRESET=tiny GUO= SCIENCE_S=120 TOTAL_S=200 BENCH_SCALE=tiny bash ...
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
