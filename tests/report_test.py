@@ -238,6 +238,9 @@ class ClaimsTest(absltest.TestCase):
       self.assertIn("configs/attention.py:tiny,recall", text)
       self.assertIn("sweeps trained on 1 x NVIDIA H200 with JAX 0.11.2 (1); a machine its "
                     "summary does not record (1)", text)
+      # a sweep stopped before its values were collected is not one of the report's sweeps
+      self.assertEqual(writer._trained_on(commands, {"graph": {}}),  # pylint: disable=protected-access
+                       "sweeps trained on a machine its summary does not record (1)")
       for name in ("signature.png", "onset_vs_brake.png"):
         self.assertGreater(os.path.getsize(os.path.join(tmp, "figures", name)), 1000)
       with open(os.path.join(tmp, "tables", "claims.csv")) as f:

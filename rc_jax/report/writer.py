@@ -258,12 +258,13 @@ def _calibration_section(values: dict, cfg) -> list[str]:
                      "threshold", "sweeps' step 0 (n: max)"], rows), ""]
 
 
-def _trained_on(commands: dict) -> str:
-  """Where the sweeps trained, from the `environment` of their summary.json (older sweeps did not
-  record it): "sweeps trained on 1 x NVIDIA H200 with JAX 0.11.2 (6)"."""
+def _trained_on(commands: dict, values: dict) -> str:
+  """Where the report's sweeps (those in `values`) trained, from the `environment` of their
+  summary.json (older sweeps did not record it): "sweeps trained on 1 x NVIDIA H200 with JAX
+  0.11.2 (6)"."""
   counts = {}
-  for _, sweep_dir in commands.values():
-    path = os.path.join(sweep_dir, "summary.json")
+  for name in values:
+    path = os.path.join(commands[name][1], "summary.json")
     if not os.path.exists(path):
       continue
     with open(path) as f:
@@ -299,9 +300,9 @@ def write_report(report_dir: str, preset: str, values: dict, evaluated: list, cf
   lines = [f"# Routing-collapse report, version 2 ({preset} preset)", "",
            f"Generated {datetime.date.today().isoformat()} by `{report_command}` on "
            f"{platform.machine()} / {os.cpu_count()} CPU cores, JAX {jax.__version__} "
-           f"({jax.default_backend()}); {_trained_on(commands)}. Every number below comes from "
-           "the sweeps listed under "
-           "*Commands*; every verdict from the rules stated with each claim and the statistic, "
+           f"({jax.default_backend()}); {_trained_on(commands, values)}. Every number below "
+           "comes from the sweeps listed under *Commands*; every verdict from the rules stated "
+           "with each claim and the statistic, "
            "nulls, margins and thresholds in `configs/report.py`. The claims are those of arXiv "
            "2606.22325, stated as hypotheses under test. Version 1 "
            "([REPORT_v1.md](REPORT_v1.md)) failed its positive controls; what changed after it, "
