@@ -11,6 +11,9 @@
 # The wheel, made here first (.whl is git-ignored): pip download --no-deps --only-binary=:all:
 #   --python-version 3.12 --implementation cp --platform manylinux2014_x86_64 -d .whl ml-collections==1.1.0
 # On CPU (a rehearsal): PRESET=tiny GUO= SCIENCE_S=120 TOTAL_S=200 BENCH_SCALE=tiny bash ...
+# MPS=1 runs the sweep processes under a CUDA MPS daemon started for this call (their kernels then
+# share the GPU instead of time-slicing it; the daemon is quit on exit); when no daemon starts, or a
+# JAX client cannot reach the GPU through it, the call goes on without it and env.txt says so.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 PRESET=${PRESET:-gpu}
@@ -23,6 +26,18 @@ PY=$(command -v python3 || command -v python)
 START=$(date +%s)
 left() { echo $(( $1 - ($(date +%s) - START) )); }
 mkdir -p "$OUT" runs
+mps_quit() { echo quit | nvidia-cuda-mps-control 2>/dev/null; }
+if [ "${MPS:-0}" = 1 ]; then
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps_pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps_log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if nvidia-cuda-mps-control -d 2>/dev/null && timeout 60 "$PY" \
+      -c "import jax; assert jax.default_backend() == 'gpu'; jax.numpy.ones(8).block_until_ready()"
+  then MPS_STATE="MPS: on"; trap mps_quit EXIT
+  else MPS_STATE="MPS: requested, not available (ran without)"; mps_quit
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+  fi
+else MPS_STATE="MPS: off"
+fi
 if ! "$PY" -c "import ml_collections" 2>/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site
@@ -36,7 +51,7 @@ quiet() {  # keeps the engine's and the report's INFO lines, drops the libraries
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
   "$PY" -c "import jax, flax, optax, orbax.checkpoint, sys; print(sys.version.split()[0], 'jax',
 jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
-  nproc; } > "$OUT/env.txt" 2>&1
+  nproc; echo "$MPS_STATE"; } > "$OUT/env.txt" 2>&1
 
 # science: one process per group of sweeps ($SWEEP_GROUPS, ";" between groups;
 # default: the Guo control, then the rest of the suite), side by side on the GPU,
@@ -44,12 +59,18 @@ jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devic
 SWEEP_GROUPS=${SWEEP_GROUPS:-${GUO:+$GUO;}$SUITE}
 IFS=';' read -ra group_list <<< "$SWEEP_GROUPS"
 export XLA_PYTHON_CLIENT_MEM_FRACTION=$("$PY" -c "print(round(0.9 / ${#group_list[@]}, 3))")
+pids=()
 for i in "${!group_list[@]}"; do
   timeout -k 10 -s INT "$(left "$SCIENCE_S")" "$PY" experiments/report.py --preset="$PRESET" \
     --workdir="$WORKDIR" --only="${group_list[$i]}" --compile_workers=2 2>&1 \
     | quiet > "/tmp/science_$i.log" &
+  pids+=($!)
 done
-wait
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 15 \
+  > "$OUT/gpu_util.csv" 2>/dev/null &
+SAMPLER=$!
+wait "${pids[@]}"
+kill "$SAMPLER" 2>/dev/null
 for i in "${!group_list[@]}"; do
   echo "=== process $i: ${group_list[$i]}"; cat "/tmp/science_$i.log"
 done > "$OUT/science.log"
