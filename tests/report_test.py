@@ -97,6 +97,22 @@ class OnsetTest(parameterized.TestCase):
     result = stats.onset_trend(brakes, onsets, ["onset"] * 6, 1000)
     self.assertEqual(result["outcome"], stats.NO)
 
+  def test_trend_with_every_onset_at_one_logged_step_is_inconclusive(self):
+    brakes = [0.0, 0.0, 0.5, 0.5, 1.0, 1.0]
+    result = stats.onset_trend(brakes, [200] * 6, ["onset"] * 6, 8000, first_logged=200)
+    self.assertEqual(result["outcome"], stats.INCONCLUSIVE)
+    self.assertIn("inside one log interval", result["reason"])
+    self.assertEqual((result["n_at_first_logged"], result["n_onsets"]), (6, 6))
+    # the same onsets but the largest brake's last run censored: that is a delay the test sees
+    result = stats.onset_trend(brakes, [200] * 5 + [None], ["onset"] * 5 + ["censored"], 8000,
+                               first_logged=200)
+    self.assertEqual(result["n_at_first_logged"], 5)
+    self.assertGreater(result["tau"], 0)
+
+  def test_trend_over_one_brake_is_inconclusive(self):
+    result = stats.onset_trend([0.0, 0.0], [100, 300], ["onset"] * 2, 1000)
+    self.assertEqual(result["outcome"], stats.INCONCLUSIVE)
+
   def test_trend_without_any_onset_is_inconclusive(self):
     result = stats.onset_trend([0.0, 0.5], [None, None], ["censored"] * 2, 1000)
     self.assertEqual(result["outcome"], stats.INCONCLUSIVE)

@@ -23,7 +23,11 @@ Onsets: `onset_trend` tests claim 2 as stated — the onset step increases with 
 Kendall's tau-b between brake and onset time over runs, one-sided (scipy). Runs without an onset are
 censored at the common budget, so they rank after every observed onset and tie with each other,
 which is exact for a common censoring time; runs censored earlier (diverged) and pre-existing runs
-(concentrated before training) have no comparable onset time and are left out (counted).
+(concentrated before training) have no comparable onset time and are left out (counted). Onsets are
+read on the logged steps, so onsets at one logged step happened somewhere in the interval before
+it and tie: when every run's onset is at the same step (at the preset's resolution, typically the
+first measurement), the log interval hides any delay and the test cannot answer (inconclusive,
+never *no*); each row counts its onsets at the first measurement.
 """
 
 from __future__ import annotations
@@ -156,7 +160,8 @@ def onset_median(onsets: Sequence[float | None], budget: float) -> float:
 
 
 def onset_trend(brakes: Sequence[float], onsets: Sequence[float | None],
-                status: Sequence[str], budget: float, *, alpha: float = 0.05) -> dict:
+                status: Sequence[str], budget: float, *, first_logged: float | None = None,
+                alpha: float = 0.05) -> dict:
   """Claim 2 on one sweep: does the onset step increase with the brake?
 
   Args:
@@ -165,13 +170,16 @@ def onset_trend(brakes: Sequence[float], onsets: Sequence[float | None],
     status: `[R]` "onset", "censored" (no onset by the budget), "early" (censored before the
       budget: diverged) or "pre-existing" (above the threshold at step 0).
     budget: the last logged step (where "censored" runs are censored).
+    first_logged: the first logged step after 0 (the onsets' resolution); None: not known.
     alpha: one-sided level of the trend test.
 
   Returns:
     dict with per-brake `brakes`, `medians` (Kaplan-Meier over the comparable runs; inf = not
-    reached), `fractions` (share with an onset), `n_pre_existing` and `n_early`; `tau`, `p_value`;
-    `outcome`: inconclusive when no run has an onset (nothing to delay), yes when tau > 0 with
-    one-sided p < alpha, no when tau <= 0, else inconclusive; and a `reason`.
+    reached), `fractions` (share with an onset), `n_pre_existing`, `n_early`, `n_onsets` and
+    `n_at_first_logged` (onsets at `first_logged`); `tau`, `p_value`; `outcome`: inconclusive when
+    no run has an onset (nothing to delay), when the comparable runs have a single brake, or when
+    every one has its onset at the same step (unresolved by the log interval); yes when tau > 0
+    with one-sided p < alpha, no when tau <= 0, else inconclusive; and a `reason`.
   """
   order = sorted(set(float(b) for b in brakes))
   comparable = [s in ("onset", "censored") for s in status]
@@ -184,16 +192,24 @@ def onset_trend(brakes: Sequence[float], onsets: Sequence[float | None],
                                 budget) if members else math.nan)
     fractions.append(float(np.mean([status[i] == "onset" for i in members])) if members
                      else math.nan)
+  observed = [float(o) for o, s in zip(onsets, status) if s == "onset"]
   result = {"brakes": order, "medians": medians, "fractions": fractions,
             "n_pre_existing": sum(s == "pre-existing" for s in status),
-            "n_early": sum(s == "early" for s in status), "tau": math.nan, "p_value": math.nan}
+            "n_early": sum(s == "early" for s in status), "n_onsets": len(observed),
+            "n_at_first_logged": (sum(o == first_logged for o in observed)
+                                  if first_logged is not None else 0),
+            "tau": math.nan, "p_value": math.nan}
   x = [float(b) for b, c in zip(brakes, comparable) if c]
   y = [t for t, c in zip(times, comparable) if c]
-  if "onset" not in status:
+  if not observed:
     return dict(result, outcome=INCONCLUSIVE,
                 reason="no run has an onset: nothing for the brake to delay")
-  if len(set(x)) < 2 or len(set(y)) < 2:
-    return dict(result, outcome=NO, reason="onset times do not vary with the brake")
+  if len(set(x)) < 2:
+    return dict(result, outcome=INCONCLUSIVE, reason="one brake: no trend to test")
+  if len(set(y)) < 2:
+    return dict(result, outcome=INCONCLUSIVE,
+                reason=(f"every run's onset is at step {y[0]:g}, inside one log interval: a "
+                        "delay shorter than the interval cannot be seen"))
   test = scipy_stats.kendalltau(x, y, alternative="greater")
   result.update(tau=float(test.statistic), p_value=float(test.pvalue))
   if result["p_value"] < alpha:

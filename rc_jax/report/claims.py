@@ -202,8 +202,10 @@ def onset_row(claim: str, values: dict, name: str, cfg, what: str | None = None)
   threshold = cfg.concentration.thresholds[family_of(name)]
   steps, status = onset_status(v, threshold, cfg.concentration.rise)
   brakes = [v["runs"][i]["brake"] for i in keep]
+  logged = [step for step in v["steps"] if step > 0]
   result = stats.onset_trend(brakes, [steps[i] for i in keep], [status[i] for i in keep],
-                             v["budget"], alpha=cfg.onset.alpha)
+                             v["budget"], first_logged=logged[0] if logged else None,
+                             alpha=cfg.onset.alpha)
   cells = ", ".join(f"{b:g}: {'never' if math.isinf(m) else fmt(m)} ({f:.0%})"
                     for b, m, f in zip(result["brakes"], result["medians"], result["fractions"]))
   return {"claim": claim, "subject": name,
@@ -211,7 +213,9 @@ def onset_row(claim: str, values: dict, name: str, cfg, what: str | None = None)
                            f"{cfg.concentration.rise:g} over the run's step 0, "
                            f"{cfg.concentration.layer_reduce} over layers) by brake"),
           "measurement": f"Kaplan-Meier median onset step (share of runs with an onset), budget "
-                         f"{v['budget']}: {cells}; pre-existing {result['n_pre_existing']}, "
+                         f"{v['budget']}: {cells}; at the first measurement (step "
+                         f"{fmt(logged[0]) if logged else 'n/a'}) {result['n_at_first_logged']} of "
+                         f"{result['n_onsets']} onsets; pre-existing {result['n_pre_existing']}, "
                          f"diverged {result['n_early']}",
           "nulls": f"Kendall tau {fmt(result['tau'], 2)}, one-sided p {fmt(result['p_value'], 2)}",
           "outcome": result["outcome"], "reason": result.get("reason", ""),
@@ -228,8 +232,9 @@ def claim_brake(values: dict, cfg) -> dict:
               "step, runs without an onset censored at the budget (after every observed onset,",
               f"tied with each other), one-sided test of an increasing trend at level "
               f"{cfg.onset.alpha:g}.",
-              "Yes: significant; no: tau <= 0; inconclusive: a positive, non-significant tau, or",
-              "no run with an onset (nothing to delay). Pre-existing runs (above the threshold at",
+              "Yes: significant; no: tau <= 0; inconclusive: a positive, non-significant tau,",
+              "no run with an onset (nothing to delay), or every run's onset at the same logged",
+              "step (the log interval hides any delay). Pre-existing runs (above the threshold at",
               "step 0) and diverged runs are left out and counted. 'Not whether' (braked runs",
               "collapse later than the budget) cannot be tested within a finite budget and is not",
               "part of the verdict.")),

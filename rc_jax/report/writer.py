@@ -189,6 +189,13 @@ CHANGES_AFTER_V1 = (
      "test runs whenever some run has an onset: a first draft also asked for onsets in half of "
      "the smallest brake's runs, dropped after the first v2 sweep was seen (attention: 3 of 8), "
      "since the censored rank test needs no such gate."),
+    ("Claim 2 reads inconclusive, not no, when every run of a sweep has its onset at the same "
+     "logged step (or the sweep has one brake), and each row counts its onsets at the first "
+     "measurement.",
+     "The gpu preset logs every 200 steps; its depth sweeps had all 64 onsets at step 200, which "
+     "the old rule read as 'onset times do not vary: no', while the cpu preset, logging every 25 "
+     "steps, resolves them at 50-75 and finds the delay (tau 0.2, p 0.028). A delay shorter than "
+     "the log interval is invisible by construction. Added after the gpu sweeps were seen."),
     ("The exploratory sink_excess_prior onset of v1 is dropped.",
      "It was chosen after v1's sweeps were seen and is superseded by the calibrated hub_excess "
      "onset."),
