@@ -559,7 +559,7 @@ class WeightedPriorReferenceTest(parameterized.TestCase):
 
 class SingularValueMethodsTest(parameterized.TestCase):
   """Effective rank within 1e-5 relative of a float64 SVD on the hard cases, for every method this
-  backend implements ("jacobi" is GPU/TPU only: benchmarks/gpu_check.py measures it there)."""
+  backend implements ("jacobi" is GPU/TPU only: benchmarks/gpu_check.sh measures it there)."""
 
   @staticmethod
   def _cases():
