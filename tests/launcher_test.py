@@ -28,18 +28,33 @@ def _launch(*flags):
                           stderr=subprocess.PIPE, text=True, cwd=_ROOT)
 
 
+def _launch_forked(cases: list[list[str]], parallel: bool = False) -> list[tuple[int, str, str]]:
+  """`(exit status, stdout, stderr)` of the launcher run once per case, each in its own process
+  forked from one that imported the launcher's libraries once (`tests/launcher_forks.py`)."""
+  with tempfile.TemporaryDirectory() as exchange:
+    cases_path = os.path.join(exchange, "cases.json")
+    out_path = os.path.join(exchange, "out.json")
+    with open(cases_path, "w") as f:
+      json.dump(cases, f)
+    subprocess.run([sys.executable, os.path.join(_ROOT, "tests", "launcher_forks.py"), _LAUNCHER,
+                    cases_path, out_path] + (["--parallel"] if parallel else []),
+                   cwd=_ROOT, check=True, timeout=600)
+    with open(out_path) as f:
+      return [tuple(result) for result in json.load(f)]
+
+
 @pytest.mark.slow
 class LauncherTinyPresetsTest(parameterized.TestCase):
-  """All five tiny sweeps run concurrently once; each test checks one workdir."""
+  """All five tiny sweeps run concurrently once, each its own launcher process; each test checks
+  one workdir."""
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
     cls._tmp = tempfile.TemporaryDirectory()
-    procs = {r: _launch(f"--config={_ROOT}/configs/{r}.py:tiny",
-                        f"--workdir={cls._tmp.name}/{r}") for r in ROUTERS}
-    cls.finished = {r: (p.wait(timeout=600), p.stdout.read(), p.stderr.read())
-                    for r, p in procs.items()}
+    results = _launch_forked([[f"--config={_ROOT}/configs/{r}.py:tiny",
+                               f"--workdir={cls._tmp.name}/{r}"] for r in ROUTERS], parallel=True)
+    cls.finished = dict(zip(ROUTERS, results))
 
   @classmethod
   def tearDownClass(cls):
@@ -126,7 +141,7 @@ _BAD_FLAGS = {  # name: (flags, expected in the error line); {tmp} is the test's
 
 @pytest.mark.slow
 class LauncherBadFlagsTest(parameterized.TestCase):
-  """Each bad invocation (all launched concurrently) exits 2 with one error line, writing nothing."""
+  """Each bad invocation (its own launcher process) exits 2 with one error line, writing nothing."""
 
   @classmethod
   def setUpClass(cls):
@@ -136,15 +151,16 @@ class LauncherBadFlagsTest(parameterized.TestCase):
       with open(os.path.join(cls._tmp.name, name), "w") as f:
         f.write(content)
     cls.before = sorted(os.listdir(cls._tmp.name))
-    procs = {}
+    cases = []
     for name, (flags, _) in _BAD_FLAGS.items():
       flags = [flag.replace("{tmp}", cls._tmp.name) for flag in flags]
       if not any(flag.startswith("--workdir") for flag in flags):
         flags.append(f"--workdir={cls._tmp.name}/{name}")
-      procs[name] = _launch(*flags)
-    help_proc = _launch("--help")
-    cls.finished = {name: (p.wait(timeout=300), p.stderr.read()) for name, p in procs.items()}
-    cls.help = (help_proc.wait(timeout=300), help_proc.stdout.read() + help_proc.stderr.read())
+      cases.append(flags)
+    results = _launch_forked(cases + [["--help"]])
+    cls.finished = {name: (code, stderr) for name, (code, _, stderr) in zip(_BAD_FLAGS, results)}
+    code, stdout, stderr = results[-1]
+    cls.help = (code, stdout + stderr)
 
   @classmethod
   def tearDownClass(cls):

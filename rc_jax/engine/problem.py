@@ -42,6 +42,7 @@ def _masked_cross_entropy(logits, labels, weights):
   return jnp.sum(losses * weights) / total, jnp.sum(correct * weights) / total
 
 
+@jax.jit  # built once per sweep on the host: one program instead of a dozen eager ones
 def shuffle_probe(inputs_BxT: jax.Array, key: jax.Array) -> jax.Array:
   """The token-shuffled null input: each sequence's tokens after BOS in a random order.
 
@@ -68,7 +69,7 @@ def sequence_probe_batch(task_cfg):
   """The fixed probe batch of a sequence task (`task.probe_batch_size` sequences, drawn from the
   task seed): what every run of a sweep is measured on."""
   probe_sample, _ = _sequence_sampler(task_cfg, task_cfg.probe_batch_size)
-  return probe_sample(jax.random.fold_in(jax.random.key(task_cfg.seed), 1))
+  return jax.jit(probe_sample)(jax.random.fold_in(jax.random.key(task_cfg.seed), 1))
 
 
 def _sequence_problem(config) -> Problem:

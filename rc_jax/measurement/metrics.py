@@ -524,6 +524,7 @@ def collapse_metrics(routing: Routing, x: jax.Array | None = None, *, prior: Rou
   return out
 
 
+@jax.jit  # one program per shape when called on host arrays (eagerly it would be ~15)
 def onset_step(steps: jax.Array, values: jax.Array, threshold: float,
                rise: float = 0.0) -> jax.Array:
   """First logged step from which `values` stay above their onset level; inf if never, NaN if the
