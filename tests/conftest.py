@@ -19,12 +19,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "RC_JAX_CACHE_DIR" not in os.environ:
   os.environ["RC_JAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="rc_jax_test_cache-")
   atexit.register(shutil.rmtree, os.environ["RC_JAX_CACHE_DIR"], ignore_errors=True)
-# every program of the session goes through that cache, not only the sweeps' (JAX reads these at
-# import): a program one worker compiled is read, not compiled, by the other and by subprocesses
-for name, value in (("JAX_COMPILATION_CACHE_DIR", os.environ["RC_JAX_CACHE_DIR"]),
-                    ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
-                    ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")):
-  os.environ.setdefault(name, value)
 
 
 def pytest_collection_modifyitems(config, items):
