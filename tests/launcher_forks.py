@@ -1,6 +1,6 @@
 """Runs a launcher script once per argument list, each run in a child process forked after the
-launcher's libraries are imported: N short invocations (bad flags, --help) pay for one import of
-JAX, Flax, Orbax and rc_jax instead of N.
+launcher's libraries are imported: N invocations (the bad-flag battery, the tiny presets) pay for
+one import of JAX, Flax, Orbax, matplotlib and rc_jax instead of N.
 
     python tests/launcher_forks.py LAUNCHER CASES_JSON OUT_JSON [--parallel]
 
@@ -29,12 +29,13 @@ import rc_jax.engine.sweep  # noqa: F401
 import rc_jax.outputs.artifacts  # noqa: F401
 
 
-def _exit_status(exit: SystemExit) -> int:
-  if exit.code is None:
+def _exit_status(stop: SystemExit) -> int:
+  """The status `python script.py` exits with after `stop` (a message: printed, status 1)."""
+  if stop.code is None:
     return 0
-  if isinstance(exit.code, int):
-    return exit.code
-  print(exit.code, file=sys.stderr)
+  if isinstance(stop.code, int):
+    return stop.code
+  print(stop.code, file=sys.stderr)
   return 1
 
 
@@ -50,8 +51,8 @@ def _child(launcher: str, args: list[str], out_path: str, err_path: str) -> None
     try:
       runpy.run_path(launcher, run_name="__main__")
       status = 0
-    except SystemExit as exit:
-      status = _exit_status(exit)
+    except SystemExit as stop:
+      status = _exit_status(stop)
     except BaseException:  # pylint: disable=broad-except
       traceback.print_exc()
   finally:
