@@ -59,6 +59,13 @@ class BatteryTest(absltest.TestCase):
         self.assertEqual(expected, {stats.YES, stats.NO}, (family, component))
 
 
+  def test_onset_rule_sees_planted_delays_and_not_an_unresolved_one(self):
+    rows = [r for r in self.rows if r["component"] == "onset delay (claim 2)"]
+    self.assertEqual({r["expected"] for r in rows}, {stats.YES, stats.NO})
+    unresolved = next(r for r in rows if "inside the first log interval" in r["case"])
+    self.assertIn(": inconclusive (every run's onset is at step 200", unresolved["nulls"])
+
+
 class PlantedOtherShapesTest(parameterized.TestCase):
   """Shapes, positions, head counts and masses the battery does not use, against the common
   threshold of `configs/report.py` (the largest family threshold)."""

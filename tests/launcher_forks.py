@@ -61,14 +61,17 @@ def _child(launcher: str, args: list[str], out_path: str, err_path: str) -> None
     os._exit(status)
 
 
+def _wait(pid: int) -> int:
+  return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
 def run_all(launcher: str, cases: list[list[str]], parallel: bool = False
             ) -> list[tuple[int, str, str]]:
   """`(exit status, stdout, stderr)` of `launcher` run with each case's arguments."""
   with tempfile.TemporaryDirectory() as tmp:
     paths = [(os.path.join(tmp, f"{i}.out"), os.path.join(tmp, f"{i}.err"))
              for i in range(len(cases))]
-    statuses = {}
-    running = []
+    statuses, running = [None] * len(cases), []
     for i, args in enumerate(cases):
       sys.stdout.flush()
       sys.stderr.flush()
@@ -77,10 +80,9 @@ def run_all(launcher: str, cases: list[list[str]], parallel: bool = False
         _child(launcher, args, *paths[i])
       running.append((i, pid))
       if not parallel:
-        statuses[i] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        statuses[i] = _wait(running.pop()[1])
     for i, pid in running:
-      if i not in statuses:
-        statuses[i] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+      statuses[i] = _wait(pid)
     results = []
     for i, (out_path, err_path) in enumerate(paths):
       with open(out_path) as out, open(err_path) as err:

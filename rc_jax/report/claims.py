@@ -202,10 +202,9 @@ def onset_row(claim: str, values: dict, name: str, cfg, what: str | None = None)
   threshold = cfg.concentration.thresholds[family_of(name)]
   steps, status = onset_status(v, threshold, cfg.concentration.rise)
   brakes = [v["runs"][i]["brake"] for i in keep]
-  logged = [step for step in v["steps"] if step > 0]
+  first_logged = next((step for step in v["steps"] if step > 0), None)
   result = stats.onset_trend(brakes, [steps[i] for i in keep], [status[i] for i in keep],
-                             v["budget"], first_logged=logged[0] if logged else None,
-                             alpha=cfg.onset.alpha)
+                             v["budget"], first_logged=first_logged, alpha=cfg.onset.alpha)
   cells = ", ".join(f"{b:g}: {'never' if math.isinf(m) else fmt(m)} ({f:.0%})"
                     for b, m, f in zip(result["brakes"], result["medians"], result["fractions"]))
   return {"claim": claim, "subject": name,
@@ -214,7 +213,8 @@ def onset_row(claim: str, values: dict, name: str, cfg, what: str | None = None)
                            f"{cfg.concentration.layer_reduce} over layers) by brake"),
           "measurement": f"Kaplan-Meier median onset step (share of runs with an onset), budget "
                          f"{v['budget']}: {cells}; at the first measurement (step "
-                         f"{fmt(logged[0]) if logged else 'n/a'}) {result['n_at_first_logged']} of "
+                         f"{fmt(first_logged) if first_logged is not None else 'n/a'}) "
+                         f"{result['n_at_first_logged']} of "
                          f"{result['n_onsets']} onsets; pre-existing {result['n_pre_existing']}, "
                          f"diverged {result['n_early']}",
           "nulls": f"Kendall tau {fmt(result['tau'], 2)}, one-sided p {fmt(result['p_value'], 2)}",

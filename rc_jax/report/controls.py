@@ -36,6 +36,15 @@ Collapse: representations `[.., N, D]` (D = 16): planted rank collapse (a shared
 Stratification: key norms of Gaussian keys of head width 8 (depth: RMS-normalised, all equal);
 planted tiers: 20% of sources at 2.5x norm; absence: another draw.
 
+Onset delay (claim 2's rule, `onset_rows`): planted onset times through the report's own
+`claims.onset_row`, 8 seeds x brakes 0 / 0.1 / 0.5 / 1 logged every 200 steps to 8000, each run's
+concentration ~0.02 until its onset and 0.5 from it on.
+  yes: onsets 1500 steps later per brake step; onsets at the two smaller brakes only (the others
+    censored at the budget).
+  no: onsets independent of the brake; onsets earlier at larger brakes; a real delay of 40 steps
+    per brake step inside the first log interval (every onset read at step 200: unresolved, the
+    rule must not read yes, and reads inconclusive).
+
 MiniLM (pretrained, `pretrained_control`): all-MiniLM-L6-v2 against its random initialisation on
 the probe text, paired over probe sequences; its known [CLS] sink must read yes.
 """
@@ -412,14 +421,62 @@ def stratification_rows(family: str, cfg) -> list[dict]:
                             "sources at 2.5x)", "no tiers (independent keys of the same law)", cfg)
 
 
+_ONSET_BRAKES = (0.0, 0.1, 0.5, 1.0)
+_ONSET_STEPS = np.arange(0, 8001, 200)
+
+
+def _onset_values(onset_of: Callable, seeds: int) -> dict:
+  """Sweep values (`collect.sweep_values` layout) whose runs concentrate from a planted step:
+  `onset_of(rng, brake_index)` -> the true onset step, or None for never."""
+  runs, series = [], []
+  for b, brake in enumerate(_ONSET_BRAKES):
+    for seed in range(seeds):
+      rng = np.random.default_rng(7000 + 100 * b + seed)
+      onset = onset_of(rng, b)
+      level = 0.02 + 0.01 * rng.random(len(_ONSET_STEPS))
+      if onset is not None:
+        level = np.where(_ONSET_STEPS >= onset, 0.5, level)
+      runs.append({"seed": seed, "brake": brake, "learning_rate": 1e-3})
+      series.append(level.tolist())
+  return {"runs": runs, "steps": _ONSET_STEPS.tolist(), "series": series,
+          "budget": int(_ONSET_STEPS[-1])}
+
+
+def onset_rows(cfg) -> list[dict]:
+  """Claim 2's rule on planted onset times (module docstring): the report's `claims.onset_row`."""
+  cases = (
+      ("onsets 1500 steps later per brake step", stats.YES,
+       lambda rng, b: rng.integers(300, 700) + 1500 * b),
+      ("onsets at brakes 0 and 0.1 only (the rest censored at the budget)", stats.YES,
+       lambda rng, b: rng.integers(300, 1500) if b < 2 else None),
+      ("onsets independent of the brake", stats.NO, lambda rng, b: rng.integers(300, 6000)),
+      ("onsets earlier at larger brakes", stats.NO,
+       lambda rng, b: rng.integers(300, 700) + 1500 * (3 - b)),
+      ("a delay of 40 steps per brake step, all inside the first log interval", stats.NO,
+       lambda rng, b: 30 + 40 * b),
+  )
+  rows = []
+  for case, expected, onset_of in cases:
+    row = claims.onset_row("2", {"attention": _onset_values(onset_of, cfg.controls.seeds)},
+                           "attention", cfg)
+    obtained = stats.YES if row["outcome"] == stats.YES else stats.NO
+    reason = f" ({row['reason']})" if row["reason"] else ""
+    rows.append({"family": "every family", "component": "onset delay (claim 2)", "case": case,
+                 "expected": expected, "obtained": obtained, "passed": obtained == expected,
+                 "values": row["measurement"],
+                 "threshold": f"{cfg.concentration.thresholds['attention']:g}",
+                 "nulls": f"{row['nulls']}: {row['outcome']}{reason}"})
+  return rows
+
+
 def battery(cfg) -> list[dict]:
-  """Every control row of every family (module docstring)."""
+  """Every control row of every family, then claim 2's onset rule (module docstring)."""
   rows = []
   for family in FAMILIES:
     rows += concentration_rows(family, cfg)
     rows += collapse_rows(family, cfg)
     rows += stratification_rows(family, cfg)
-  return rows
+  return rows + onset_rows(cfg)
 
 
 def minilm_path() -> str | None:

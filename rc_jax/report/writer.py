@@ -228,9 +228,11 @@ def _controls_section(controls: list, cfg) -> list[str]:
            "family's routing shape (`rc_jax/report/controls.py`, "
            f"{cfg.controls.seeds} draws each, paired with independent draws of a random logit "
            "tilt of initialisation scale as the init null and the routing's own prior as the "
-           "prior null), and a pretrained model with a known sink. *yes* = the paired verdict is "
-           "yes and every draw is above the family's onset threshold; *no* = the verdict is not "
-           "yes and every draw is at or below it.", "",
+           "prior null), planted onset times through claim 2's rule (delays that must read yes; "
+           "no delay, earlier onsets and a delay inside the first log interval that must not), "
+           "and a pretrained model with a known sink. *yes* = the paired verdict is "
+           "yes and every draw is above the family's onset threshold (onset rows: the rule reads "
+           "yes); *no* = the verdict is not yes and every draw is at or below it.", "",
            f"**{passed} of {len(controls)} control rows as expected.**", ""]
   lines.append(_markdown(
       ["family", "component", "case", "expected", "obtained", "values: mean [min, max]",
