@@ -8,7 +8,8 @@ import shutil
 import tempfile
 
 for flag, value in (("--xla_force_host_platform_device_count", 4),
-                    ("--xla_backend_optimization_level", 0)):
+                    ("--xla_backend_optimization_level", 0),
+                    ("--xla_cpu_use_fusion_emitters", "false")):
   if flag not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}={value}".strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")

@@ -46,7 +46,8 @@ class TwoProcessSweepTest(absltest.TestCase):
                      for name in _TABLES}
     cls.env = dict(os.environ, PYTHONPATH=_ROOT, JAX_PLATFORMS="cpu",
                    XLA_FLAGS="--xla_force_host_platform_device_count=2 "
-                             "--xla_backend_optimization_level=0",  # as this process (conftest)
+                             "--xla_backend_optimization_level=0 "
+                             "--xla_cpu_use_fusion_emitters=false",  # as this process (conftest)
                    RC_JAX_CACHE_DIR=os.path.join(cls._tmp.name, "compilation_cache"))
 
   @classmethod
