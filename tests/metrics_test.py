@@ -127,6 +127,22 @@ class MetricsHandBuiltTest(parameterized.TestCase):
     h = jnp.ones((4, 5)).at[2, 3].set(100.0)
     np.testing.assert_allclose(_jm.massive_activation_ratio(h), 100.0, rtol=1e-6)
 
+  def test_hidden_metrics_of_padded_rows_equal_the_real_rows_alone(self):
+    x = jax.random.normal(jax.random.key(1), (2, 9, 5)).at[0, 3, 2].set(40.0)
+    lengths = (6, 2)   # fewer rows than features in the second: the SVD's other orientation
+    valid = jnp.arange(9)[None, :] < jnp.array(lengths)[:, None]
+    padded = x.at[~valid].set(1e3)   # whatever is in the padding must not count
+    for name in ("effective_rank", "rank_collapse_residual", "massive_activation_ratio"):
+      fn = getattr(_jm, name)
+      got = fn(padded, reduce=False, valid=valid)
+      want = [float(fn(x[b, :n])) for b, n in enumerate(lengths)]
+      np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=name)
+    none = jnp.zeros((1, 9), bool)
+    self.assertEqual(float(_jm.rank_collapse_residual(padded[:1], valid=none)), 0.0)
+    self.assertTrue(np.isnan(float(_jm.massive_activation_ratio(padded[:1], valid=none))))
+    with self.assertRaisesRegex(ValueError, "valid: shape"):
+      _jm.effective_rank(x, valid=valid[:, :4])
+
   def test_norm_mass_correlation_undefined_for_equal_norms(self):
     routing = _random_routing(1)
     equal = routing.replace(key_norms=jnp.ones_like(routing.key_norms))

@@ -444,31 +444,61 @@ def singular_values(x: jax.Array, method: str = "svd") -> jax.Array:
   return jax.lax.linalg.svd(x, full_matrices=False, compute_uv=False, algorithm=algorithm)
 
 
-def effective_rank(x: jax.Array, reduce: bool = True, *, method: str = "svd") -> jax.Array:
+def _valid_rows(x: jax.Array, valid: jax.Array | None) -> tuple[jax.Array, jax.Array | None]:
+  """`x [..., N, D]` as float32 with its invalid rows zeroed, and `valid` as `[..., N, 1]` bools."""
+  x = _f32(x)
+  if valid is None:
+    return x, None
+  valid = jnp.asarray(valid, bool)
+  if valid.shape != x.shape[:-1]:
+    raise ValueError(f"valid: shape {valid.shape} must be x's {x.shape} without its last axis")
+  valid = valid[..., None]
+  return jnp.where(valid, x, 0.0), valid
+
+
+def effective_rank(x: jax.Array, reduce: bool = True, *, method: str = "svd",
+                   valid: jax.Array | None = None) -> jax.Array:
   """Roy & Vetterli (2007): `exp(-sum p log p)`, `p = sigma / sum(sigma)`, over the singular values
-  of the uncentred `x [..., N, D]` (`singular_values(x, method)`); float32 result."""
+  of the uncentred `x [..., N, D]` (`singular_values(x, method)`); float32 result.
+
+  `valid [..., N]` (optional) keeps only those rows: the rest are zeroed, which adds zero singular
+  values only, so a padded sequence reads as its real tokens alone (one program for every length).
+  """
+  x, _ = _valid_rows(x, valid)
   sigma = singular_values(x, method)
   p = sigma / jnp.maximum(jnp.sum(sigma, axis=-1, keepdims=True), _TINY)
   entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=-1)
   return _reduce(jnp.exp(entropy).astype(jnp.float32), reduce)
 
 
-def rank_collapse_residual(x: jax.Array, reduce: bool = True) -> jax.Array:
-  """Dong et al. (2021): `||X - 1 mu^T||_F / ||X||_F` with `mu` the token mean of `x [..., N, D]`.
+def rank_collapse_residual(x: jax.Array, reduce: bool = True, *,
+                           valid: jax.Array | None = None) -> jax.Array:
+  """Dong et al. (2021): `||X - 1 mu^T||_F / ||X||_F` with `mu` the token mean of `x [..., N, D]`
+  (over the `valid [..., N]` tokens only when given).
 
-  0 when all tokens are identical; 0 for an all-zero `x`.
+  0 when all tokens are identical; 0 for an all-zero `x` (or no valid token).
   """
-  x = _f32(x)
-  centred = x - jnp.mean(x, axis=-2, keepdims=True)
+  x, valid = _valid_rows(x, valid)
+  if valid is None:
+    centred = x - jnp.mean(x, axis=-2, keepdims=True)
+  else:
+    count = jnp.maximum(jnp.sum(valid, axis=-2, keepdims=True), 1)
+    centred = jnp.where(valid, x - jnp.sum(x, axis=-2, keepdims=True) / count, 0.0)
   num = jnp.sqrt(jnp.sum(centred * centred, axis=(-2, -1)))
   den = jnp.sqrt(jnp.sum(x * x, axis=(-2, -1)))
   return _reduce(num / jnp.maximum(den, _TINY), reduce)
 
 
-def massive_activation_ratio(h: jax.Array, reduce: bool = True) -> jax.Array:
-  """Sun et al. (2024): `max|h| / median|h|` over the tokens x features of `h [..., N, D]`."""
-  magnitude = jnp.abs(_f32(h)).reshape(h.shape[:-2] + (-1,))
-  ratio = jnp.max(magnitude, axis=-1) / jnp.maximum(jnp.median(magnitude, axis=-1), _TINY)
+def massive_activation_ratio(h: jax.Array, reduce: bool = True, *,
+                             valid: jax.Array | None = None) -> jax.Array:
+  """Sun et al. (2024): `max|h| / median|h|` over the tokens x features of `h [..., N, D]` (over the
+  `valid [..., N]` tokens only when given; NaN where none is)."""
+  h, valid = _valid_rows(h, valid)
+  flat = lambda a: a.reshape(h.shape[:-2] + (-1,))
+  magnitude = flat(jnp.abs(h))  # invalid entries are 0: never the max
+  median = (jnp.median(magnitude, axis=-1) if valid is None else
+            jnp.nanmedian(flat(jnp.where(valid, jnp.abs(h), jnp.nan)), axis=-1))
+  ratio = jnp.max(magnitude, axis=-1) / jnp.maximum(median, _TINY)
   return _reduce(ratio, reduce)
 
 

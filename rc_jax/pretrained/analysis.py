@@ -112,12 +112,14 @@ def _routing_metrics(routing: Routing, prior: Routing | None) -> dict[str, jax.A
 
 
 @jax.jit
-def _hidden_metrics(x: jax.Array) -> dict[str, jax.Array]:
-  """Representation metrics of one sequence's real tokens `x [N, D]`."""
+def _hidden_metrics(hidden: jax.Array, valid: jax.Array) -> dict[str, jax.Array]:
+  """Representation metrics `[B]` of each sequence's real tokens (`valid [B, N]`) of
+  `hidden [B, N, D]`: one program for the batch, whatever the sequences' lengths."""
   return {
-      "effective_rank": metrics.effective_rank(x),
-      "rank_collapse_residual": metrics.rank_collapse_residual(x),
-      "massive_activation_ratio": metrics.massive_activation_ratio(x),
+      "effective_rank": metrics.effective_rank(hidden, reduce=False, valid=valid),
+      "rank_collapse_residual": metrics.rank_collapse_residual(hidden, reduce=False, valid=valid),
+      "massive_activation_ratio": metrics.massive_activation_ratio(hidden, reduce=False,
+                                                                   valid=valid),
   }
 
 
@@ -126,7 +128,8 @@ def measure(model, batch: Batch, baseline: str = "none", label: str | None = Non
 
   `label` names the model in the measurement (default: `model.name`).
   """
-  lengths = batch.attention_mask.sum(axis=1)
+  valid = np.asarray(batch.attention_mask, bool)
+  has_tokens = valid.any(axis=1)
   per_head = {name: [] for name in ROUTING_METRICS}
   per_layer = {name: [] for name in HIDDEN_METRICS}
   per_sequence = {name: [] for name in SEQUENCE_METRICS}
@@ -144,12 +147,11 @@ def measure(model, batch: Batch, baseline: str = "none", label: str | None = Non
     masses.append(values["_received_mass"][usable])
     layer_of.append(np.full(int(usable.sum()), layer, np.int32))
     source_of.append(np.nonzero(usable)[-1].astype(np.int32))
-    rows = [jax.device_get(_hidden_metrics(hidden[b, :n])) if n else None
-            for b, n in enumerate(lengths)]
+    values = jax.device_get(_hidden_metrics(hidden, valid))
     for name in HIDDEN_METRICS:
-      per_layer[name].append(_nanmean([r[name] for r in rows if r is not None]))
+      per_layer[name].append(_nanmean(values[name][has_tokens]))
     per_sequence["effective_rank"].append(
-        np.array([np.nan if r is None else float(r["effective_rank"]) for r in rows]))
+        np.where(has_tokens, values["effective_rank"], np.nan))
   return Measurement(
       model=label or model.name, baseline=baseline,
       per_head={k: np.stack(v) for k, v in per_head.items()},
