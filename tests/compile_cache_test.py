@@ -38,7 +38,10 @@ print("COUNTS " + json.dumps(counts))
 
 
 def _run_child(cache_dir: str, *runs: str) -> dict:
-  env = dict(os.environ, PYTHONPATH=_ROOT, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  # the sweep's own compiler options (no level in XLA_FLAGS); the emitter switch only makes the
+  # compilation cheaper (conftest)
+  env = dict(os.environ, PYTHONPATH=_ROOT, XLA_FLAGS="--xla_cpu_use_fusion_emitters=false",
+             JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-c", _CHILD, cache_dir, *runs],
                         capture_output=True, text=True, env=env, cwd=_ROOT, check=False)
   lines = [l for l in proc.stdout.splitlines() if l.startswith("COUNTS ")]
