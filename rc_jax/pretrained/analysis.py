@@ -147,11 +147,11 @@ def measure(model, batch: Batch, baseline: str = "none", label: str | None = Non
     masses.append(values["_received_mass"][usable])
     layer_of.append(np.full(int(usable.sum()), layer, np.int32))
     source_of.append(np.nonzero(usable)[-1].astype(np.int32))
-    values = jax.device_get(_hidden_metrics(hidden, valid))
+    hidden_values = jax.device_get(_hidden_metrics(hidden, valid))
     for name in HIDDEN_METRICS:
-      per_layer[name].append(_nanmean(values[name][has_tokens]))
+      per_layer[name].append(_nanmean(hidden_values[name][has_tokens]))
     per_sequence["effective_rank"].append(
-        np.where(has_tokens, values["effective_rank"], np.nan))
+        np.where(has_tokens, hidden_values["effective_rank"], np.nan))
   return Measurement(
       model=label or model.name, baseline=baseline,
       per_head={k: np.stack(v) for k, v in per_head.items()},
