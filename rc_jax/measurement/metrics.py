@@ -481,9 +481,8 @@ def rank_collapse_residual(x: jax.Array, reduce: bool = True, *,
   x, valid = _valid_rows(x, valid)
   if valid is None:
     centred = x - jnp.mean(x, axis=-2, keepdims=True)
-  else:
-    count = jnp.maximum(jnp.sum(valid, axis=-2, keepdims=True), 1)
-    centred = jnp.where(valid, x - jnp.sum(x, axis=-2, keepdims=True) / count, 0.0)
+  else:  # mu: NaN without a valid token, never read (every row is then masked)
+    centred = jnp.where(valid, x - _masked_mean(x, valid, axis=-2)[..., None, :], 0.0)
   num = jnp.sqrt(jnp.sum(centred * centred, axis=(-2, -1)))
   den = jnp.sqrt(jnp.sum(x * x, axis=(-2, -1)))
   return _reduce(num / jnp.maximum(den, _TINY), reduce)
